@@ -1,8 +1,10 @@
 """MHPO training diagnostics: what a user watches to see the modulator and the hazard at work.
 
 Computed without gradients from the per-token terms of one loss evaluation, returned as plain floats with the
-same keys on every call (verl aggregates metrics across micro-batches and DP ranks and needs equal counts). A
-single host transfer fetches them all.
+same keys on every call (verl aggregates metrics across micro-batches and DP ranks and needs equal counts). It is
+on the training hot path, so it makes one pass per statistic with no mask copies and a single host transfer: outside
+the mask u = psi = 0 exactly (see :class:`mhpo_verl.objective.MHPOTerms`), so sums and sign tests of u and psi need
+no masking; only zeta and M, which are non-zero at u = 0, are masked.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import math
 
 import torch
 
-from mhpo_verl.objective import MHPOTerms, gradient_multiplier
+from mhpo_verl.objective import MHPOTerms
 from mhpo_verl.params import MHPOParams
 
 METRIC_KEYS: tuple[str, ...] = (
-    # verl's own keys, defined for a loss that never clips: the fraction of tokens whose log-ratio saturates the
-    # modulator (u > c on the upper side, u < -c on the lower side), and the k1 estimate of KL(old || new).
+    # verl's own keys, defined for a loss that never clips: the k1 estimate of KL(old || new), and the fractions
+    # of tokens whose log-ratio saturates the modulator on the upper side (u > c) and on the lower side (u < -c).
     "actor/ppo_kl",
     "actor/pg_clipfrac",
     "actor/pg_clipfrac_lower",
@@ -34,42 +36,46 @@ METRIC_KEYS: tuple[str, ...] = (
 
 def on_policy_survival(params: MHPOParams) -> float:
     """exp(-zeta) at r = 1, the constant rescale the paper's softplus hazard applies to on-policy tokens."""
-    transform = math.log(2.0) if params.hazard_input == "softplus" else 0.0
-    zeta = (transform / params.lambda_pos) ** params.k_pos + (transform / params.lambda_neg) ** params.k_neg
+    shift = math.log(2.0) if params.hazard_input == "softplus" else 0.0
+    zeta = (shift / params.lambda_pos) ** params.k_pos + (shift / params.lambda_neg) ** params.k_neg
     return math.exp(-zeta)
 
 
 @torch.no_grad()
 def mhpo_metrics(terms: MHPOTerms, response_mask: torch.Tensor, params: MHPOParams) -> dict[str, float]:
     mask = response_mask.bool()
-    weight = mask.to(terms.psi.dtype)
-    n_tokens = weight.sum()
-    u = terms.log_ratio
-    survival = torch.exp(-terms.zeta)
-    multiplier = gradient_multiplier(u, params.c) * weight
-    positive = weight * (u > 0)
-    negative = weight * (u < 0)
-    fallback = torch.tensor(on_policy_survival(params), dtype=weight.dtype, device=weight.device)
+    padding = ~mask
+    u, psi = terms.log_ratio, terms.psi
+    n_tokens = torch.count_nonzero(mask).clamp(min=1)
+    survival = terms.zeta.neg().exp_().masked_fill_(padding, 0.0)  # exp(-zeta)
+    # M = exp(psi) * sech^2(u / c), using tanh(u / c) = psi / c.
+    multiplier = (psi / params.c).square_().neg_().add_(1.0).mul_(psi.exp()).masked_fill_(padding, 0.0)
+    # Split survival by the sign of u with arithmetic on sign(u) in {-1, 0, 1}: sums over the positive and the
+    # negative tokens are (sum |sign| s +- sum sign s) / 2. (Boolean selects on a random sign pattern cost several
+    # times more on CPU.) Padding has u = 0 and falls in neither side.
+    sign = torch.sign(u)
+    shifted = sign.abs()
+    n_shifted, n_sign = shifted.sum(), sign.sum()
+    survival_shifted, survival_sign = torch.dot(survival.flatten(), shifted.flatten()), torch.dot(
+        survival.flatten(), sign.flatten()
+    )
+    fallback = torch.tensor(on_policy_survival(params), dtype=survival.dtype, device=survival.device)
 
-    def mean(values: torch.Tensor) -> torch.Tensor:
-        return (values * weight).sum() / n_tokens.clamp(min=1)
+    def side_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        return torch.where(count > 0.5, total / count.clamp(min=1), fallback)
 
-    def mean_over(values: torch.Tensor, selection: torch.Tensor) -> torch.Tensor:
-        count = selection.sum()
-        return torch.where(count > 0, (values * selection).sum() / count.clamp(min=1), fallback)
-
-    values = torch.stack(
+    statistics = torch.stack(
         [
-            mean(-u),
-            mean((u > params.c).to(weight.dtype)),
-            mean((u < -params.c).to(weight.dtype)),
-            mean(terms.psi),
-            mean(terms.zeta),
-            mean_over(survival, positive),
-            mean_over(survival, negative),
-            multiplier.max() if multiplier.numel() else torch.zeros((), dtype=weight.dtype),
-            mean(survival * multiplier),
-            (u.abs() * weight).max() if u.numel() else torch.zeros((), dtype=weight.dtype),
+            -u.sum() / n_tokens,
+            torch.count_nonzero(u > params.c) / n_tokens,
+            torch.count_nonzero(u < -params.c) / n_tokens,
+            psi.sum() / n_tokens,
+            torch.where(mask, terms.zeta, 0.0).sum() / n_tokens,
+            side_mean((survival_shifted + survival_sign) / 2, (n_shifted + n_sign) / 2),
+            side_mean((survival_shifted - survival_sign) / 2, (n_shifted - n_sign) / 2),
+            multiplier.max() if multiplier.numel() else multiplier.new_zeros(()),
+            torch.dot(survival.flatten(), multiplier.flatten()) / n_tokens,
+            torch.maximum(u.max(), -u.min()) if u.numel() else u.new_zeros(()),
         ]
     )
-    return dict(zip(METRIC_KEYS, values.tolist()))
+    return dict(zip(METRIC_KEYS, statistics.tolist()))

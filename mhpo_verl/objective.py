@@ -90,7 +90,7 @@ def decoupled_hazard_penalty(psi: torch.Tensor, params: MHPOParams) -> torch.Ten
     """
     psi = psi.detach()
     positive_shift = _hazard_input(psi, params.hazard_input)
-    negative_shift = _hazard_input(-psi, params.hazard_input)
+    negative_shift = positive_shift - psi  # = s(-psi): softplus(-x) = softplus(x) - x, and relu(-x) = relu(x) - x
     return weibull_cumulative_hazard(positive_shift, params.k_pos, params.lambda_pos) + weibull_cumulative_hazard(
         negative_shift, params.k_neg, params.lambda_neg
     )
@@ -102,7 +102,7 @@ def mhpo_token_loss(
     """Per-token objective ``loss_t = -exp(psi(r_t) - sg[zeta(r_t)]) * A_t``; returns ``(loss, psi, zeta)``."""
     psi = log_fidelity_modulator(log_ratio, params.c)
     zeta = decoupled_hazard_penalty(psi, params)
-    loss = -torch.exp(psi - zeta) * advantages
+    loss = -advantages * torch.exp(psi - zeta)
     return loss, psi, zeta
 
 
@@ -130,9 +130,8 @@ def masked_log_ratio(
     +-log_ratio_clamp matches verl's built-in losses in both modes.
     """
     mask = response_mask.bool()
-    log_prob = torch.where(mask, log_prob, 0.0)
-    old_log_prob = torch.where(mask, old_log_prob, 0.0)
-    token_log_ratio = log_prob - old_log_prob
+    # where() after the subtraction: padded NaN/Inf never leaves this line, and its gradient there is exactly 0.
+    token_log_ratio = torch.where(mask, log_prob - old_log_prob, 0.0)
     if params.ratio_level == "sequence":
         lengths = mask.sum(dim=-1, keepdim=True).clamp(min=1)
         sequence_log_ratio = token_log_ratio.detach().sum(dim=-1, keepdim=True) / lengths
@@ -161,7 +160,7 @@ def mhpo_loss_matrix(
     mask = response_mask.bool()
     log_ratio = masked_log_ratio(log_prob, old_log_prob, mask, params)
     advantages = torch.where(mask, advantages, 0.0)
+    if token_weights is not None:  # w_t is detached, so it can scale A_t instead of the differentiable term
+        advantages = advantages * torch.where(mask, token_weights.detach(), 0.0)
     loss, psi, zeta = mhpo_token_loss(log_ratio, advantages, params)
-    if token_weights is not None:
-        loss = loss * torch.where(mask, token_weights.detach(), 0.0)
     return MHPOTerms(loss=loss, log_ratio=log_ratio.detach(), psi=psi.detach(), zeta=zeta)

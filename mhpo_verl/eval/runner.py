@@ -26,7 +26,7 @@ from mhpo_verl.eval.backends import (
     resolve_backend,
 )
 from mhpo_verl.eval.errors import EvalInputError, RunFolderError
-from mhpo_verl.eval.grading import DEFAULT_GRADER, Grader, GradingItem
+from mhpo_verl.eval.grading import DEFAULT_GRADER, Grader, GradingItem, load_grader
 from mhpo_verl.eval.metrics import summarize
 from mhpo_verl.eval.problems import Problem, load_problems
 from mhpo_verl.eval.report import summary_markdown
@@ -99,6 +99,7 @@ class EvalConfig:
             raise EvalInputError(f"--pass-k values must be in [1, k={self.k}], got {bad_pass_ks}")
         if not self.data:
             raise EvalInputError("--data needs at least one file")
+        load_grader(self.grader)  # a typo in --grader should fail before the model loads
 
 
 @dataclass(frozen=True)

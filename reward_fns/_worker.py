@@ -1,0 +1,76 @@
+"""Entry point of a grading worker process (``python -m reward_fns._worker``); see ``reward_fns.bounded``.
+
+Protocol on stdin/stdout: frames of an 8-byte big-endian length and a pickle. The worker sends
+``("ready", parent_pid)`` once, then answers each ``(task, args)`` with ``("ok", result)`` or
+``("error", "ExceptionType: message")``. It exits at end of input, i.e. as soon as its parent is gone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import signal
+import struct
+import sys
+from typing import Any, BinaryIO
+
+_HEADER = struct.Struct(">Q")
+
+
+def _read_frame(stream: BinaryIO) -> Any | None:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (length,) = _HEADER.unpack(header)
+    payload = stream.read(length)
+    if len(payload) < length:
+        return None
+    return pickle.loads(payload)
+
+
+def _write_frame(stream: BinaryIO, message: Any) -> None:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def _resolve(task: str, cache: dict[str, Any]) -> Any:
+    function = cache.get(task)
+    if function is None:
+        module_name, _, attribute = task.partition(":")
+        function = getattr(importlib.import_module(module_name), attribute)
+        cache[task] = function
+    return function
+
+
+def main() -> int:
+    # Ctrl-C belongs to the parent, which kills its workers; stray prints must not corrupt the protocol stream.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    protocol_in = sys.stdin.buffer
+    import reward_fns.symbolic  # noqa: F401 - import sympy before announcing readiness, not during a timed task
+
+    _write_frame(protocol_out, ("ready", os.getppid()))
+    functions: dict[str, Any] = {}
+    while True:
+        try:
+            request = _read_frame(protocol_in)
+        except (OSError, pickle.UnpicklingError, EOFError):
+            return 0
+        if request is None:
+            return 0
+        task, args = request
+        try:
+            reply = ("ok", _resolve(task, functions)(*args))
+        except Exception as error:  # reported to the parent, which decides what it means
+            reply = ("error", f"{type(error).__name__}: {error}"[:2000])
+        try:
+            _write_frame(protocol_out, reply)
+        except (OSError, pickle.PicklingError):
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

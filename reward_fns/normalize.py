@@ -1,0 +1,199 @@
+"""Stage 2: rewrite an extracted answer into one canonical spelling before it is parsed.
+
+Only rewrites that never change the mathematical value belong here (spacing, ``\\left``/``\\right``, ``\\dfrac``,
+``\\text{}``, units after a number, thousands separators, unicode symbols, trailing punctuation). Anything that needs
+to know the structure (``x = 5`` → ``5``, percentages, degrees) happens on the parsed tree in ``equivalence``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from reward_fns.braces import strip_wrappers
+
+_UNICODE = {
+    "\u2212": "-",  # minus sign
+    "\u2013": "-",
+    "\u00d7": r"\times ",
+    "\u22c5": r"\cdot ",
+    "\u00b7": r"\cdot ",
+    "\u00f7": r"\div ",
+    "\u03c0": r"\pi ",
+    "\u221a": r"\sqrt",
+    "\u221e": r"\infty ",
+    "\u2264": r"\le ",
+    "\u2265": r"\ge ",
+    "\u2260": r"\ne ",
+    "\u00b1": r"\pm ",
+    "\u2213": r"\mp ",
+    "\u222a": r"\cup ",
+    "\u2229": r"\cap ",
+    "\u2208": r"\in ",
+    "\u00b0": "°",
+    "\u00a0": " ",
+    "\u2009": " ",
+    "\u202f": " ",
+    "\uff0c": ",",
+    "\u3002": ".",
+}
+_UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
+
+# Commands whose argument is kept as plain content.
+_TEXT_WRAPPERS = (
+    "text",
+    "textbf",
+    "textit",
+    "textrm",
+    "textsf",
+    "texttt",
+    "textnormal",
+    "mathrm",
+    "mathbf",
+    "mathit",
+    "mathsf",
+    "mathtt",
+    "mathnormal",
+    "boldsymbol",
+    "bm",
+    "mbox",
+    "hbox",
+    "emph",
+    "underline",
+    "overline",
+    "displaystyle",
+    "boxed",
+    "fbox",
+)
+_DROPPED_WRAPPERS = ("phantom", "hphantom", "vphantom", "label", "tag")
+
+_SIMPLE_REWRITES = [
+    (re.compile(r"\\\\"), r" \\rowsep "),
+    (re.compile(r"\\begin\s*\{\s*(?:[pbvBV]?matrix|smallmatrix|array)\s*\}(?:\s*\{[^{}]*\})?"), r" \\matrixbegin "),
+    (re.compile(r"\\end\s*\{\s*(?:[pbvBV]?matrix|smallmatrix|array)\s*\}"), r" \\matrixend "),
+    (re.compile(r"\\hline(?![a-zA-Z])"), " "),
+    (re.compile(r"\\mathbb\s*\{?\s*R\s*\}?"), r"(-\\infty,\\infty)"),
+    (re.compile(r"\\[dtc]frac(?![a-zA-Z])"), r"\\frac"),
+    (re.compile(r"\\[dt]binom(?![a-zA-Z])"), r"\\binom"),
+    (re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])\s*\.?"), ""),
+    (re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits|mathop|middle)(?![a-zA-Z])"), ""),
+    (re.compile(r"\\(?:q?quad)(?![a-zA-Z])"), ","),
+    (re.compile(r"\\(?:[,;:! ]|enspace|thinspace|medspace|thickspace|negthinspace)"), " "),
+    (re.compile(r"~"), " "),
+    (re.compile(r"\\(?:lbrace)(?![a-zA-Z])"), r"\\{"),
+    (re.compile(r"\\(?:rbrace)(?![a-zA-Z])"), r"\\}"),
+    (re.compile(r"\\(?:lvert|rvert|vert|mid)(?![a-zA-Z])|\\\|"), "|"),
+    (re.compile(r"\\(?:leq|leqslant|le)(?![a-zA-Z])"), r"\\le "),
+    (re.compile(r"\\(?:geq|geqslant|ge)(?![a-zA-Z])"), r"\\ge "),
+    (re.compile(r"\\(?:neq|ne)(?![a-zA-Z])"), r"\\ne "),
+    (re.compile(r"\\operatorname\*?\{\s*([a-zA-Z]+)\s*\}"), r"\\\1 "),
+    (re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|\\circ(?![a-zA-Z])"), "°"),
+    (re.compile(r"\^\s*\{\s*\\prime\s*\}|\\prime(?![a-zA-Z])"), "'"),
+    (re.compile(r"\\%|\\percent(?![a-zA-Z])"), "%"),
+    (re.compile(r"\\\$|\$"), ""),
+    (re.compile(r"\\(?:cdots|ldots|dots|dotsc|dotsb)(?![a-zA-Z])"), "..."),
+    (re.compile(r"\{,\}"), ","),
+    (re.compile(r"\\infin(?:ity)?(?![a-zA-Z])"), r"\\infty "),
+]
+
+_DELIMITERS = re.compile(r"^\s*(?:\\\[|\\\(|\$\$?)\s*|\s*(?:\\\]|\\\)|\$\$?)\s*$")
+_THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d,])")
+_SPACED_THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d.])")
+_TRAILING_PUNCT = re.compile(r"[\s.,;:?]+$")  # not "!": 5! is a factorial
+_DEGREE_WORDS = re.compile(r"(?<=[\d}\s])\s*(?:degrees?|deg)\s*$", re.IGNORECASE)
+_PERCENT_WORDS = re.compile(r"(?<=[\d}\s])\s*percent\s*$", re.IGNORECASE)
+_ELEMENT_OF = re.compile(r"^\s*[a-zA-Z]\s*\\in\s*")
+_WORD_UNIT_TAIL = re.compile(r"(?<=[\d})\]°%])\s*((?:[a-zA-Z]{2,}\.?(?:\^\{?\d\}?)?\s*)+)$")
+_WORD_UNIT_HEAD = re.compile(r"^\s*(?:rs\.?|usd|inr|eur)\s*(?=\d)", re.IGNORECASE)
+
+# Trailing words that are part of the mathematics, never units.
+_MATH_WORDS = frozenset(
+    {
+        "pi",
+        "sin",
+        "cos",
+        "tan",
+        "cot",
+        "sec",
+        "csc",
+        "log",
+        "ln",
+        "exp",
+        "sqrt",
+        "and",
+        "or",
+        "inf",
+        "infty",
+        "infinity",
+        "oo",
+        "abs",
+    }
+)
+
+
+def normalize_answer(answer: str) -> str:
+    """The canonical spelling of ``answer`` (a LaTeX or plain-text final answer, already length-capped)."""
+    text = _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], answer)
+    text = text.replace("\n", " ").replace("\r", " ").replace("\t", " ")
+    previous = None
+    while previous != text:  # delimiters can nest: "$\[ x \]$"
+        previous = text
+        text = _DELIMITERS.sub("", text)
+    text = strip_wrappers(text, _DROPPED_WRAPPERS, keep_content=False)
+    text = strip_wrappers(text, _TEXT_WRAPPERS, keep_content=True)
+    for pattern, replacement in _SIMPLE_REWRITES:
+        text = pattern.sub(replacement, text)
+    text = _DEGREE_WORDS.sub("°", text)
+    text = _PERCENT_WORDS.sub("%", text)
+    text = _WORD_UNIT_HEAD.sub("", text)
+    text = _ELEMENT_OF.sub("", text)
+    text = _THOUSANDS.sub(lambda m: m.group(1) + m.group(2).replace(",", ""), text)
+    text = _SPACED_THOUSANDS.sub(lambda m: m.group(1) + m.group(2).replace(" ", ""), text)
+    text = _strip_unit_words(text)
+    text = _MIXED_LATEX.sub(_mixed_number, text)
+    text = _MIXED_PLAIN.sub(lambda m: f"({m.group(1)}+{m.group(2)}/{m.group(3)})", text)
+    text = re.sub(r"\s+", " ", text)
+    text = re.sub(r"(?:\s*,\s*)+", ",", text)
+    return _TRAILING_PUNCT.sub("", text).strip(" ,")
+
+
+# A whole number directly before a proper digit fraction is a mixed number (MATH writes 2\frac{1}{4} for 9/4).
+_MIXED_LATEX = re.compile(r"(?<![\d.}^_])(\d+)\s*\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
+_MIXED_PLAIN = re.compile(r"(?<![\d.^_/])(\d+) +(\d+)/(\d+)(?![\d.])")
+
+
+def _mixed_number(match: re.Match[str]) -> str:
+    whole, numerator, denominator = match.groups()
+    if int(numerator) >= int(denominator):
+        return match.group(0)
+    return f"({whole}+\\frac{{{numerator}}}{{{denominator}}})"
+
+
+def _strip_unit_words(text: str) -> str:
+    """Drop trailing unit words after a number ("18 dollars", "5 cm^2", "3 sq units"), keep math words."""
+    match = _WORD_UNIT_TAIL.search(text)
+    if not match:
+        return text
+    words = re.findall(r"[a-zA-Z]+", match.group(1))
+    if any(word.lower() in _MATH_WORDS for word in words):
+        return text
+    return text[: match.start()].rstrip()
+
+
+_ARTICLES = re.compile(r"^(?:the|a|an)\s+")
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+_CHOICE = re.compile(r"^\(?\s*([a-e])\s*\)?(?:\s|$|[.:)])")
+
+
+def normalize_text(answer: str) -> str:
+    """Canonical form of a word answer for string comparison: lower case, letters and digits only."""
+    text = answer.lower().replace("\\", " ")
+    text = _ARTICLES.sub("", text.strip())
+    return _NON_WORD.sub(" ", text).strip()
+
+
+def choice_letter(answer: str) -> str | None:
+    """The multiple-choice letter an answer names ("C", "(C)", "(C) 12", "C)"), or None."""
+    match = _CHOICE.match(answer.strip().lower())
+    if match and (len(answer.strip()) <= 3 or answer.strip().startswith("(")):
+        return match.group(1)
+    return None

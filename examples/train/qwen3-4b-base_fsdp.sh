@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# MHPO | Qwen3-4B-Base (paper)
+#   FSDP on one node of 8 GPUs | vLLM rollout TP 1 | max response 4096.
+#
+#   bash examples/train/qwen3-4b-base_fsdp.sh --dry-run     # print command + config, check, start nothing
+#   bash examples/train/qwen3-4b-base_fsdp.sh trainer.total_epochs=1   # any verl override may follow
+#   ALGORITHM=dapo bash examples/train/qwen3-4b-base_fsdp.sh          # baseline: grpo|dapo|gspo|sapo|cispo
+#
+# Data first: bash examples/data_preprocess/prepare_data.sh. Knobs: see examples/common.sh.
+set -euo pipefail
+MODEL=qwen3-4b-base
+ENGINE=fsdp
+# shellcheck source-path=SCRIPTDIR source=../common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+launch_recipe "$MODEL" "$ENGINE" "$@"

@@ -181,7 +181,7 @@ def _print_outcome(report: ConversionReport, report_path: Path) -> None:
 
 def _run_all(args: argparse.Namespace) -> int:
     # Benchmarks first, so that --decontaminate can read them when the training sets are converted.
-    names = args.only or sorted(DATASETS, key=lambda name: (DATASETS[name].role != "benchmark", name))
+    names = sorted(args.only or DATASETS, key=lambda name: (DATASETS[name].role != "benchmark", name))
     status = EXIT_OK
     for name in names:
         spec = DATASETS[name]

@@ -191,8 +191,9 @@ def write_report(report: ConversionReport, path: str | Path) -> Path:
     return path
 
 
-def print_problems(report: ConversionReport, stream: TextIO = sys.stderr) -> None:
-    """Name the malformed rows and conflicting duplicates on ``stream`` (the first few of each)."""
+def print_problems(report: ConversionReport, stream: TextIO | None = None) -> None:
+    """Name the malformed rows and conflicting duplicates on ``stream`` (default: stderr), the first few of each."""
+    stream = stream or sys.stderr
     for malformed in report.malformed[:SHOWN_PROBLEMS]:
         print(f"  malformed row {malformed.source_index}: {malformed.reason}", file=stream)
     _print_more(len(report.malformed), "malformed rows", stream)

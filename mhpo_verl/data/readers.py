@@ -138,11 +138,14 @@ def load_hub_split(hub_id: str, config: str | None, split: str) -> Any:
     return datasets.load_dataset(hub_id, config, split=split)
 
 
-def open_hub(hub_id: str, config: str | None, split: str, loader: HubLoader = load_hub_split) -> Source:
-    """Open one split of a Hub dataset; any download failure becomes a :class:`SourceError` that says what to do."""
+def open_hub(hub_id: str, config: str | None, split: str, loader: HubLoader | None = None) -> Source:
+    """Open one split of a Hub dataset; any download failure becomes a :class:`SourceError` that says what to do.
+
+    ``loader`` defaults to :func:`load_hub_split`, looked up at call time.
+    """
     label = f"{hub_id}{f'[{config}]' if config else ''}:{split}"
     try:
-        dataset = loader(hub_id, config, split)
+        dataset = (loader or load_hub_split)(hub_id, config, split)
     except Exception as error:  # datasets/huggingface_hub raise many types (ConnectionError, HfHubHTTPError, ...)
         raise SourceError(
             f"could not load {label} from the Hugging Face Hub ({type(error).__name__}: {error}). If this machine "

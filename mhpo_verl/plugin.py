@@ -109,20 +109,24 @@ def compute_mhpo_advantage(
     return advantages, advantages
 
 
+REGISTRATION_TAG = "_mhpo_verl_registered_as"
+"""Attribute set on the functions this module registers: a copy of this module loaded again (``importlib.reload``,
+or by file path through verl's ``load_module``) is recognised as ours, whatever its module name."""
+
+
 def _register(registry: dict[str, Any], name: str, fn: Any, what: str) -> None:
-    """Idempotent registration: re-importing this module (reload, or loading it by path) replaces our own entry;
-    a *different* function already registered under the name is an error, not a silent overwrite."""
+    """Idempotent registration: our own earlier entry is replaced; a *different* function already registered under
+    the name is an error, not a silent overwrite (verl's own ``register_policy_loss`` would overwrite it)."""
+    setattr(fn, REGISTRATION_TAG, f"{what}:{name}")
     current = registry.get(name)
-    if current is not None and current is not fn:
-        same_function = (getattr(current, "__module__", None), getattr(current, "__qualname__", None)) == (
-            fn.__module__,
-            fn.__qualname__,
+    if current is not None and getattr(current, REGISTRATION_TAG, None) != f"{what}:{name}":
+        message = (
+            f"verl already has a {what} named {name!r} ({current.__module__}.{current.__qualname__}); "
+            f"mhpo-verl will not overwrite it with {fn.__module__}.{fn.__qualname__}"
         )
-        if not same_function:
-            raise RuntimeError(
-                f"verl already has a {what} named {name!r} ({current.__module__}.{current.__qualname__}); "
-                f"mhpo-verl will not overwrite it with {fn.__module__}.{fn.__qualname__}"
-            )
+        # verl swallows plugin import errors at DEBUG level; say it where users will see it.
+        logger.error(message)
+        raise RuntimeError(message)
     registry[name] = fn
 
 

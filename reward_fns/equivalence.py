@@ -193,10 +193,9 @@ def _is_name(node: Node) -> bool:
 
 
 def _assignment_value(node: Node) -> Node | None:
-    if isinstance(node, Relation) and node.ops == ("=",) and _is_name(node.parts[0]):
-        right = node.parts[1]
-        if not isinstance(right, Relation):
-            return right
+    """The value named by ``x = 5`` (or by a worked chain ``x = 6/2 = 3``: its last member)."""
+    if isinstance(node, Relation) and set(node.ops) == {"="} and _is_name(node.parts[0]):
+        return node.parts[-1]
     return None
 
 
@@ -625,20 +624,81 @@ def _identity_test(pred: Node, gold: Node, symbols: frozenset[str], state: _Stat
 
 
 def _compare_magnitudes(pred: Node, gold: Node) -> bool | None:
-    """Values too large to evaluate: different logarithms prove them different; equal ones prove nothing."""
+    """Values too large to evaluate: first cancel the terms both sides share (``X + 1`` against ``X``), then
+    compare logarithms, which proves values different when they differ (equal ones prove nothing), then compare
+    powers in a canonical prime-power form."""
+    cancelled = _compare_after_cancelling(pred, gold)
+    if cancelled is not None:
+        return cancelled
     try:
-        levels = ev.same_level(ev.log_magnitude(pred), ev.log_magnitude(gold))
+        pred_log, gold_log = ev.log_magnitude(pred), ev.log_magnitude(gold)
+    except ev.Undefined:  # log of 0: one side is exactly zero and the other (too large to evaluate) is not
+        return False
     except (ev.NotNumeric, ValueError, ZeroDivisionError):
+        return None
+    try:
+        levels = ev.same_level(pred_log, gold_log)
+    except (ValueError, ZeroDivisionError):
         return None
     if levels is None:
         return None
     pred_log, gold_log = levels
     if not ev.close(pred_log, gold_log, Fraction(1, 10**25)):
         return False
+    pred_power, gold_power = ev.prime_power_form(pred), ev.prime_power_form(gold)
+    if pred_power is not None and gold_power is not None:
+        return pred_power == gold_power  # 4^(2^99) and 2^(2^100) are both 2^(2^100)
     return None
 
 
+def _terms(node: Node) -> list[Node]:
+    return list(node.terms) if isinstance(node, Add) else [node]
+
+
+def _compare_after_cancelling(pred: Node, gold: Node) -> bool | None:
+    """pred − gold with the shared terms removed, when what is left can be evaluated."""
+    pred_terms, gold_terms = _terms(pred), _terms(gold)
+    remaining_gold = list(gold_terms)
+    pred_rest = []
+    for term in pred_terms:
+        if term in remaining_gold:
+            remaining_gold.remove(term)
+        else:
+            pred_rest.append(term)
+    if len(pred_rest) == len(pred_terms):
+        return None  # nothing shared
+    try:
+        difference = ev.evaluate(Add((*pred_rest, *(Neg(term) for term in remaining_gold))))
+    except ev.NotNumeric:
+        return None
+    return ev.near_zero(difference)
+
+
+def _sympy_can_try(node: Node) -> bool:
+    """sympy evaluates factorials, binomials and integer powers eagerly: with huge arguments it would only burn
+    the whole time limit, so such trees stay undecided."""
+    if isinstance(node, Func) and node.name in ("factorial", "binom"):
+        for argument in node.args:
+            try:
+                value = ev.evaluate(argument)
+            except ev.NotNumeric:
+                return False
+            if not ev.is_exact(value) or abs(value) > 10**6:
+                return False
+    if isinstance(node, Pow):
+        try:
+            ev.evaluate(node.exponent)
+        except ev.TooLarge:
+            return False
+        except ev.NotNumeric:
+            pass
+    return all(_sympy_can_try(child) for child in children(node))
+
+
 def _symbolic(pred: Node, gold: Node, state: _State) -> bool:
+    if not (_sympy_can_try(pred) and _sympy_can_try(gold)):
+        state.undecided = True
+        return False
     if state.symbolic is None:
         state.undecided = True
         return False

@@ -35,6 +35,8 @@ MAX_EXACT_BITS = 200_000  # ~60k decimal digits: exact arithmetic beyond this sw
 MAX_EXACT_FACTORIAL = 20_000
 MAX_BINARY_EXPONENT = 2**40  # |log2 value| beyond which a floating value is "too large" to be worth computing
 
+_TRIGONOMETRIC = frozenset({"sin", "cos", "tan", "cot", "sec", "csc"})
+
 _ctx = mpmath.MPContext()
 _ctx.dps = DIGITS
 
@@ -93,7 +95,16 @@ def close(a: Value, b: Value, rel_tol: Any) -> bool:
     if scale == 0:
         return True
     tolerance = to_float_context(rel_tol) if isinstance(rel_tol, Fraction) else _ctx.mpf(rel_tol)
-    return bool(abs(a - b) <= tolerance * scale)
+    if not isinstance(a, _ctx.mpc) and not isinstance(b, _ctx.mpc):
+        return bool(abs(a - b) <= tolerance * scale)
+    # Complex values: each component on its own scale (3 is not 3 + 0.0001i), above the rounding noise of the
+    # whole value (e^{i pi} evaluates to -1 + 1e-50 i).
+    noise = scale * _ctx.mpf(10) ** (-(DIGITS - 10))
+    for part_a, part_b in ((_ctx.re(a), _ctx.re(b)), (_ctx.im(a), _ctx.im(b))):
+        difference = abs(part_a - part_b)
+        if difference > noise and difference > tolerance * max(abs(part_a), abs(part_b)):
+            return False
+    return True
 
 
 def near_zero(value: Value) -> bool:
@@ -258,7 +269,7 @@ class _Evaluator:
 
     def function(self, node: Func) -> Value:
         name = node.name
-        args = [self.value(arg) for arg in node.args]
+        args = [self.argument(arg, name) for arg in node.args]
         if name == "sqrt":
             return self.power(args[0], Fraction(1, 2))
         if name == "root":
@@ -291,6 +302,12 @@ class _Evaluator:
         if name == "log10":
             return self.logarithm(args[0]) / _ctx.log(10)
         return self.transcendental(name, to_float_context(args[0]))
+
+    def argument(self, node: Node, function_name: str) -> Value:
+        # tan 60° is the tangent of 60 degrees, not of 60 radians
+        if isinstance(node, Degrees) and function_name in _TRIGONOMETRIC:
+            return self.mul_values(self.value(node.operand), _ctx.pi / 180)
+        return self.value(node)
 
     @staticmethod
     def logarithm(value: Value) -> Value:
@@ -417,6 +434,11 @@ def log_abs(node: Node) -> Value:
         if isinstance(exponent, _ctx.mpc):
             raise NotNumeric("complex exponent")
         return exponent * log_abs(node.base)
+    if isinstance(node, Func) and node.name == "binom":
+        n, k = (to_float_context(evaluate(arg)) for arg in node.args)
+        if isinstance(n, _ctx.mpc) or isinstance(k, _ctx.mpc) or not 0 <= k <= n:
+            raise NotNumeric("binomial outside the natural range")
+        return _ctx.loggamma(n + 1) - _ctx.loggamma(k + 1) - _ctx.loggamma(n - k + 1)
     if isinstance(node, Func) and node.name == "factorial":
         n = to_float_context(evaluate(node.args[0]))
         if isinstance(n, _ctx.mpc) or n < 0:
@@ -462,3 +484,23 @@ def same_level(a: tuple[int, Value], b: tuple[int, Value]) -> tuple[Value, Value
             return None
         level_b, value_b = level_b + 1, _ctx.log(value_b)
     return value_a, value_b
+
+
+def prime_power_form(node: Node) -> tuple[int, Fraction] | None:
+    """``b^e`` with an integer base and an exactly evaluable exponent as ``(r, k·e)`` where ``b = r^k`` and ``r``
+    is not itself a perfect power; a canonical form for comparing huge powers without computing them."""
+    if not isinstance(node, Pow):
+        return None
+    try:
+        base, exponent = evaluate(node.base), evaluate(node.exponent)
+    except NotNumeric:
+        return None
+    if not (isinstance(base, Fraction) and isinstance(exponent, Fraction)) or base.denominator != 1 or base < 2:
+        return None
+    root, power = base.numerator, 1
+    for k in range(root.bit_length(), 1, -1):
+        candidate = _integer_root(root, k)
+        if candidate is not None and candidate > 1:
+            root, power = candidate, k
+            break
+    return root, exponent * power

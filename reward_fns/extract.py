@@ -11,9 +11,11 @@ Formats, each a function of the response text returning the raw answer or None:
 - ``inline_math``: the last ``$...$`` / ``\\(...\\)`` / ``\\[...\\]`` in the final paragraph;
 - ``last_number``: the last number in the response.
 
-Only the text after the last closing reasoning tag (``</think>``) is searched; a response whose reasoning never
-closed has no answer (a box inside unfinished thinking is a draft, and rewarding it invites reward hacking). All
-patterns are linear-time and run on a bounded tail of the response.
+Formats come in tiers (``reward_fns.sources``): tiers are tried in order, and within a tier the match that comes
+last in the response wins ("Answer: 12 ... actually the answer is 14" is 14). Only the text after the last closing
+reasoning tag (``</think>``) is searched; a response whose reasoning never closed has no answer (a box inside
+unfinished thinking is a draft, and rewarding it invites reward hacking). Boxes are searched in the whole response
+(a literal scan); every other pattern is linear-time and runs on a bounded tail.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from reward_fns.braces import closing_brace
 
 ALL_FORMATS = ("boxed", "answer_line", "answer_is", "hash", "bold", "inline_math", "last_number")
+LENIENT_TIERS = (("boxed",), ("answer_line", "answer_is", "hash"), ("bold",), ("inline_math",), ("last_number",))
 
 
 @dataclass(frozen=True)
@@ -40,27 +43,39 @@ _THINK_OPEN = re.compile(r"<(?:think|thinking|reasoning|thought)>", re.IGNORECAS
 
 
 def extract_answer(
-    response: str, formats: tuple[str, ...], max_tail_chars: int = 20_000, max_answer_chars: int = 1_000
+    response: str,
+    tiers: tuple[tuple[str, ...], ...],
+    max_tail_chars: int = 20_000,
+    max_answer_chars: int = 1_000,
 ) -> Extraction:
-    """The final answer of ``response``, trying ``formats`` in order."""
+    """The final answer of ``response``, trying the format ``tiers`` in order."""
     closes = list(_THINK_CLOSE.finditer(response))
     if closes:
         response = response[closes[-1].end() :]
     elif _THINK_OPEN.search(response[:max_tail_chars]) or _THINK_OPEN.search(response[-max_tail_chars:]):
         return Extraction(None, "unfinished_think")
     tail = response[-max_tail_chars:]
-    for name in formats:
-        answer = _EXTRACTORS[name](tail)
-        if answer is _TRUNCATED:
-            return Extraction(None, "truncated_answer")
-        if answer is None:
-            continue
-        answer = answer.strip()
-        if not answer:
-            continue
-        if len(answer) > max_answer_chars:
-            return Extraction(None, "answer_too_long")
-        return Extraction(answer, name)
+    for tier in tiers:
+        found: list[tuple[int, str, str]] = []
+        for name in tier:
+            located = _EXTRACTORS[name](response if name == "boxed" else tail)
+            if located is _TRUNCATED:
+                return Extraction(None, "truncated_answer")
+            if located is None:
+                continue
+            answer, position = located
+            if name != "boxed":
+                position += len(response) - len(tail)
+            answer = answer.strip()
+            if answer:
+                found.append((position, name, answer))
+        if found:
+            # The last statement wins; of two on the same line, the enclosing (earlier) one: in
+            # "Answer: the answer is 5" both formats match, and the line is one statement.
+            _, _, name, answer = max((response.rfind("\n", 0, pos), -pos, name, answer) for pos, name, answer in found)
+            if len(answer) > max_answer_chars:
+                return Extraction(None, "answer_too_long")
+            return Extraction(answer, name)
     return Extraction(None, "no_answer")
 
 
@@ -68,41 +83,53 @@ def answer_of_ground_truth(ground_truth: str) -> str:
     """Ground truths are sometimes stored as ``\\boxed{x}`` or as a full GSM8K solution ending in ``#### x``."""
     if "\\boxed" in ground_truth or "\\fbox" in ground_truth:
         boxed = _boxed(ground_truth)
-        if isinstance(boxed, str) and boxed.strip():
-            return boxed
+        if isinstance(boxed, tuple) and boxed[0].strip():
+            return boxed[0]
     if "####" in ground_truth:
         hashed = _hash(ground_truth)
         if hashed:
-            return hashed
+            return hashed[0]
     return ground_truth
 
 
+Located = tuple[str, int]  # (answer text, where it was found)
 _TRUNCATED = "\x00truncated"  # sentinel: a final answer box that never closed
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\b")
 
 
-def _boxed(text: str) -> str | None:
+def _boxed(text: str) -> Located | str | None:
+    """The last box; boxes joined only by connectives ("$x=\\boxed{2}$ and $\\boxed{3}$") are one answer."""
     starts = list(_BOX.finditer(text))
     if not starts:
         return None
-    last = starts[-1]
-    paragraph_start = text.rfind("\n\n", 0, last.start())
     contents: list[str] = []
-    covered_until = -1
-    for match in starts:
-        if match.start() < paragraph_start or match.start() < covered_until:
-            continue  # an earlier paragraph, or a box nested inside the previous one
+    next_start = None
+    for match in reversed(starts):
         content, end = _box_content(text, match.end())
         if content is None:
-            if match is last:
+            if next_start is None:
                 return _TRUNCATED
             continue
-        covered_until = end
+        if next_start is not None:
+            if end > next_start:
+                continue  # a box nested inside the later one
+            if not _CONNECTIVE_GAP.fullmatch(text[end:next_start]):
+                break
+        next_start = match.start()
         content = content.strip()
         if content and content not in contents:
             contents.append(content)
-    return ", ".join(contents) if contents else None
+    if not contents:
+        return None
+    return ", ".join(reversed(contents)), starts[-1].start()
+
+
+# What may separate the boxes of one multi-part answer: spacing, punctuation, "and"/"or", "$x =".
+_CONNECTIVE_GAP = re.compile(
+    r"(?:[\s$,;:.&~]|\\quad|\\qquad|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b|\beither\b"
+    r"|[a-zA-Z](?:_\{?\w+\}?)?\s*=){0,40}"
+)
 
 
 def _box_content(text: str, after_command: int) -> tuple[str | None, int]:
@@ -131,14 +158,16 @@ _INLINE_MATH = re.compile(
     r"\$\$([^$]{1,1000})\$\$|\$([^$\n]{1,1000})\$|\\\((.{1,1000}?)\\\)|\\\[(.{1,1000}?)\\\]", re.DOTALL
 )
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_PREAMBLE = re.compile(r"(?i)^(?:the[ \t]+)?(?:final[ \t]+)?answer[ \t]+is[ \t]*[:：]?[ \t]*")
 _SENTENCE_TAIL = re.compile(r"(?i)(?:\.|,|;)?\s*(?:I hope it is correct|hope this helps)[^\n]*$")
 
 
 def _clean_line(answer: str) -> str:
     answer = _SENTENCE_TAIL.sub("", answer).strip()
+    answer = _PREAMBLE.sub("", answer)  # "Final Answer: The final answer is 5"
     boxed = _boxed(answer)
-    if isinstance(boxed, str):
-        return boxed
+    if isinstance(boxed, tuple):
+        return boxed[0]
     # "5. This is because ..." : the answer ends at the first sentence break that is not a decimal point.
     sentence_end = re.search(r"(?<!\d)\.(?:\s|$)|\.(?=\s+[A-Z])", answer)
     if sentence_end:
@@ -153,48 +182,55 @@ def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     return last
 
 
-def _answer_line(text: str) -> str | None:
-    match = _last(_ANSWER_LINE, text)
-    return _clean_line(match.group(1)) if match else None
+def _line_format(pattern: re.Pattern[str]) -> Callable[[str], Located | None]:
+    def extract(text: str) -> Located | None:
+        match = _last(pattern, text)
+        return (_clean_line(match.group(1)), match.start()) if match else None
+
+    return extract
 
 
-def _answer_is(text: str) -> str | None:
-    match = _last(_ANSWER_IS, text)
-    return _clean_line(match.group(1)) if match else None
+_answer_line = _line_format(_ANSWER_LINE)
+_answer_is = _line_format(_ANSWER_IS)
+_hash = _line_format(_HASH)
 
 
-def _hash(text: str) -> str | None:
-    match = _last(_HASH, text)
-    return _clean_line(match.group(1)) if match else None
+_MAX_PARAGRAPH_CHARS = 5_000
 
 
-def _final_paragraph(text: str) -> str:
+def _final_paragraph(text: str) -> tuple[str, int]:
+    """The last paragraph (at most 5,000 characters of it) and where it starts."""
     stripped = text.rstrip()
-    start = stripped.rfind("\n\n")
-    return stripped[start + 2 :] if start >= 0 else stripped
+    start = max(stripped.rfind("\n\n") + 2, len(stripped) - _MAX_PARAGRAPH_CHARS, 0)
+    return stripped[start:], start
 
 
-def _bold(text: str) -> str | None:
-    for match in reversed(list(_BOLD.finditer(_final_paragraph(text)))):
+def _bold(text: str) -> Located | None:
+    paragraph, offset = _final_paragraph(text)
+    for match in reversed(list(_BOLD.finditer(paragraph))):
         content = match.group(1).strip()
-        if content and not re.search(r"(?i)answer|solution|step", content):
-            return content.rstrip(".")
+        if content and not _NOT_AN_ANSWER.search(content):
+            return content.rstrip("."), offset + match.start()
     return None
 
 
-def _inline_math(text: str) -> str | None:
-    match = _last(_INLINE_MATH, _final_paragraph(text))
+_NOT_AN_ANSWER = re.compile(r"(?i)answer|solution|step")
+
+
+def _inline_math(text: str) -> Located | None:
+    paragraph, offset = _final_paragraph(text)
+    match = _last(_INLINE_MATH, paragraph)
     if match is None:
         return None
-    return next(group for group in match.groups() if group is not None)
+    return next(group for group in match.groups() if group is not None), offset + match.start()
 
 
-def _last_number(text: str) -> str | None:
+def _last_number(text: str) -> Located | None:
     match = _last(_NUMBER, text)
-    return match.group(0).rstrip(",") if match else None
+    return (match.group(0).rstrip(","), match.start()) if match else None
 
 
-_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
+_EXTRACTORS: dict[str, Callable[[str], Located | str | None]] = {
     "boxed": _boxed,
     "answer_line": _answer_line,
     "answer_is": _answer_is,

@@ -99,11 +99,16 @@ _DELIMITERS = re.compile(r"^\s*(?:\\\[|\\\(|\$\$?)\s*|\s*(?:\\\]|\\\)|\$\$?)\s*$
 _THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d,])")
 _SPACED_THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d.])")
 _TRAILING_PUNCT = re.compile(r"[\s.,;:?]+$")  # not "!": 5! is a factorial
+_PREAMBLE = re.compile(r"(?i)^\s*(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*")
 _DEGREE_WORDS = re.compile(r"(?<=[\d}\s])\s*(?:degrees?|deg)\s*$", re.IGNORECASE)
 _PERCENT_WORDS = re.compile(r"(?<=[\d}\s])\s*percent\s*$", re.IGNORECASE)
 _ELEMENT_OF = re.compile(r"^\s*[a-zA-Z]\s*\\in\s*")
-_WORD_UNIT_TAIL = re.compile(r"(?<=[\d})\]°%])\s*((?:[a-zA-Z]{2,}\.?(?:\^\{?\d\}?)?\s*)+)$")
+_WORD_UNIT_TAIL = re.compile(r"(?<=[\d})\]°%])(\s*)((?:[a-zA-Z]{2,}\.?(?:\^\{?\d\}?)?\s*)+)$")
 _WORD_UNIT_HEAD = re.compile(r"^\s*(?:rs\.?|usd|inr|eur)\s*(?=\d)", re.IGNORECASE)
+
+_GLUED_UNITS = frozenset(
+    "mm cm km kg mg ml cc mph kmh ft yd mi lb lbs oz hr hrs min sec sq deg units".split()
+)
 
 # Trailing words that are part of the mathematics, never units.
 _MATH_WORDS = frozenset(
@@ -142,6 +147,7 @@ def normalize_answer(answer: str) -> str:
     text = strip_wrappers(text, _TEXT_WRAPPERS, keep_content=True)
     for pattern, replacement in _SIMPLE_REWRITES:
         text = pattern.sub(replacement, text)
+    text = _PREAMBLE.sub("", text)
     text = _DEGREE_WORDS.sub("°", text)
     text = _PERCENT_WORDS.sub("%", text)
     text = _WORD_UNIT_HEAD.sub("", text)
@@ -173,8 +179,12 @@ def _strip_unit_words(text: str) -> str:
     match = _WORD_UNIT_TAIL.search(text)
     if not match:
         return text
-    words = re.findall(r"[a-zA-Z]+", match.group(1))
+    spaced, unit = match.groups()
+    words = re.findall(r"[a-zA-Z]+", unit)
     if any(word.lower() in _MATH_WORDS for word in words):
+        return text
+    # Glued to the number ("5cm"), only known units go: "3xy" is a product of variables.
+    if not spaced and words[0].lower() not in _GLUED_UNITS:
         return text
     return text[: match.start()].rstrip()
 

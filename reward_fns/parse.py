@@ -479,8 +479,10 @@ class _Parser:
         if word in _GREEK:
             return Sym(self.subscript_name(word))
         if len(word) <= 3 and word.isalpha():
-            # "xy", "abc": a product of single-letter variables.
-            return Mul(tuple(self.letter(letter, subscript=False) for letter in word))
+            # "xy", "abc": single-letter variables multiplied; split off one letter so that in "xy^2" the power
+            # binds to y alone.
+            self.tokens.insert(self.position, ("word", word[1:], False))
+            return self.letter(word[0], subscript=False)
         raise AnswerParseError(f"unknown word {word!r}")
 
     def letter(self, letter: str, subscript: bool = True) -> Node:
@@ -521,7 +523,7 @@ class _Parser:
         if name in ("lfloor", "lceil"):
             inner = self.expression()
             closer = self.advance()[1]
-            if closer != "\\r" + name[2:]:
+            if closer != "\\r" + name[1:]:
                 raise AnswerParseError(f"\\{name} closed by {closer!r}")
             return Func(name[1:], (inner,))
         if name == MATRIX_BEGIN[1:]:

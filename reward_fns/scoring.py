@@ -87,9 +87,9 @@ def grade(
         raise TypeError(f"solution_str has type {type(solution_str).__name__}: expected str")
     golds = ground_truth_answers(ground_truth)
     profile = profile_for(data_source)
-    formats = profile.formats(options.strict)
+    tiers = profile.tiers(options.strict)
     try:
-        extraction = extract_answer(solution_str, formats, options.max_tail_chars, options.max_answer_chars)
+        extraction = extract_answer(solution_str, tiers, options.max_tail_chars, options.max_answer_chars)
         if extraction.answer is None:
             return Grade(False, "", extraction.method)
         pred = extraction.answer

@@ -12,27 +12,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-_LENIENT_TAIL = ("answer_is", "bold", "inline_math", "last_number")
+_FALLBACK_TIERS = (("bold",), ("inline_math",), ("last_number",))
 
 
 @dataclass(frozen=True)
 class SourceProfile:
-    """``strict_formats``: the dataset's own answer format; ``lenient_formats``: those, then the fallbacks."""
+    """How a dataset's responses state their answer: ``own_format`` is the tier of formats its prompt asks for
+    (all that strict extraction accepts); lenient extraction continues with ``statements`` ("the answer is",
+    "Answer:", "####") and the fallbacks. Within a tier the last match in the response wins."""
 
     name: str
-    strict_formats: tuple[str, ...]
-    lenient_formats: tuple[str, ...]
+    own_format: tuple[str, ...]
+    statements: tuple[str, ...]
 
-    def formats(self, strict: bool) -> tuple[str, ...]:
-        return self.strict_formats if strict else self.lenient_formats
+    def tiers(self, strict: bool) -> tuple[tuple[str, ...], ...]:
+        if strict:
+            return (self.own_format,)
+        return (self.own_format, self.statements, *_FALLBACK_TIERS)
+
+    @property
+    def strict_formats(self) -> tuple[str, ...]:
+        return self.own_format
 
 
-GSM8K = SourceProfile("gsm8k", ("hash", "boxed"), ("hash", "boxed", "answer_line", *_LENIENT_TAIL))
-MATH = SourceProfile("math", ("boxed",), ("boxed", "answer_line", "hash", *_LENIENT_TAIL))
+_STATEMENTS = ("answer_line", "answer_is", "hash")
+GSM8K = SourceProfile("gsm8k", ("hash", "boxed"), ("answer_line", "answer_is"))
+MATH = SourceProfile("math", ("boxed",), _STATEMENTS)
 # DAPO-Math-17k's prompt asks for a last line "Answer: $Answer".
-DAPO = SourceProfile("dapo", ("answer_line", "boxed"), ("answer_line", "boxed", "hash", *_LENIENT_TAIL))
-COMPETITION = SourceProfile("competition", ("boxed",), ("boxed", "answer_line", "hash", *_LENIENT_TAIL))
-GENERAL = SourceProfile("general", ("boxed",), ("boxed", "answer_line", "hash", *_LENIENT_TAIL))
+DAPO = SourceProfile("dapo", ("answer_line", "boxed"), ("answer_is", "hash"))
+COMPETITION = SourceProfile("competition", ("boxed",), _STATEMENTS)
+GENERAL = SourceProfile("general", ("boxed",), _STATEMENTS)
 
 _EXACT_NAMES = {
     "gsm8k": GSM8K,

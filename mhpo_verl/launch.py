@@ -104,7 +104,7 @@ def format_command(command: Sequence[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
         print(describe_recipes())
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     return run(launch, skip_preflight=args.skip_preflight, wait_for_gpus=args.wait_for_gpus)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mhpo_verl train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -312,20 +312,28 @@ def wait_for_cluster(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[int, float]:
-    """Poll ``probe`` until the cluster has ``nnodes`` nodes and ``gpus`` GPUs; :class:`LaunchError` on timeout."""
+    """Poll ``probe`` until the cluster has ``nnodes`` nodes and ``gpus`` GPUs; :class:`LaunchError` on timeout.
+
+    A cluster that cannot be reached yet (the head node still starting) counts as empty until the deadline.
+    """
     deadline = clock() + timeout
     while True:
-        nodes, found = probe()
+        try:
+            nodes, found = probe()
+            unreachable = ""
+        except Exception as error:  # ray.init raises ConnectionError and others while the head is not up
+            nodes, found, unreachable = 0, 0.0, f" (not reachable: {type(error).__name__}: {error})"
         if nodes >= nnodes and found >= gpus:
             _disconnect_ray()
             return nodes, found
         if clock() >= deadline:
             _disconnect_ray()
             raise LaunchError(
-                f"the Ray cluster has {nodes} node(s) and {found:g} GPU(s) after {timeout:g} s; the recipe needs "
-                f"{nnodes} node(s) and {gpus} GPU(s) (check that every worker ran `ray start --address=...`)"
+                f"the Ray cluster has {nodes} node(s) and {found:g} GPU(s) after {timeout:g} s{unreachable}; the "
+                f"recipe needs {nnodes} node(s) and {gpus} GPU(s) (check that every worker ran `ray start --address`)"
             )
-        print(f"waiting for the Ray cluster: {nodes}/{nnodes} nodes, {found:g}/{gpus} GPUs", file=sys.stderr)
+        status = f"{nodes}/{nnodes} nodes, {found:g}/{gpus} GPUs{unreachable}"
+        print(f"waiting for the Ray cluster: {status}", file=sys.stderr)
         sleep(poll_seconds)
 
 

@@ -172,7 +172,7 @@ def _clean_line(answer: str) -> str:
     sentence_end = re.search(r"(?<!\d)\.(?:\s|$)|\.(?=\s+[A-Z])", answer)
     if sentence_end:
         answer = answer[: sentence_end.start()]
-    return answer.strip().strip("*_").strip()
+    return answer.strip().strip("*_").strip().rstrip(".")
 
 
 def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:

@@ -13,6 +13,7 @@ from fractions import Fraction
 
 from reward_fns.expr import (
     MINUS_ONE,
+    ONE,
     ZERO,
     Add,
     Const,
@@ -75,6 +76,7 @@ _FUNCTIONS = frozenset(
         "det",
     }
 )
+_INVERSES = {"sin": "arcsin", "cos": "arccos", "tan": "arctan", "cot": "arccot"}
 _FUNCTION_ALIASES = {"asin": "arcsin", "acos": "arccos", "atan": "arctan", "lg": "log10"}
 _GREEK = frozenset(
     {
@@ -566,8 +568,11 @@ class _Parser:
         else:
             node = Func(name, args)
         if power is not None:
-            if power == MINUS_ONE:
-                raise AnswerParseError(f"ambiguous inverse notation {name}^{{-1}}")
+            if power in (MINUS_ONE, Neg(ONE)):
+                # \sin^{-1} x is arcsin x, as in every textbook; for other functions it is ambiguous.
+                if name not in _INVERSES:
+                    raise AnswerParseError(f"ambiguous inverse notation {name}^{{-1}}")
+                return Func(_INVERSES[name], node.args)
             node = Pow(node, power)
         return node
 

@@ -1,0 +1,54 @@
+"""Shared helpers for the reward_fns tests: child-process accounting and a slow task for timeout tests."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def child_pids(pid: int | None = None) -> set[int]:
+    """Live (non-zombie) direct children of ``pid`` (this process by default), from /proc."""
+    pid = os.getpid() if pid is None else pid
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "children").read_text()
+        except OSError:
+            continue
+        children.update(int(token) for token in text.split())
+    return {child for child in children if is_alive(child)}
+
+
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State:"))
+    return "Z" not in state.split()[1]
+
+
+def wait_until(predicate, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def sleep_then_echo(seconds: float, value):
+    """A worker task that takes ``seconds`` (used to trigger timeouts)."""
+    time.sleep(seconds)
+    return value
+
+
+def grade_slowly_on_request(data_source, solution_str, golds, options):
+    """The batch grading task, except that a response containing SLEEP never finishes."""
+    from reward_fns.scoring import grade_in_worker
+
+    if "SLEEP" in solution_str:
+        time.sleep(600)
+    return grade_in_worker(data_source, solution_str, golds, options)

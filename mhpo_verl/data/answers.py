@@ -11,6 +11,8 @@ import math
 import re
 from numbers import Integral, Real
 
+from reward_fns.braces import closing_brace
+
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _THOUSANDS_SEPARATED = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$")
@@ -49,7 +51,7 @@ def gsm8k_final_answer(solution: object) -> str | None:
 
 
 def last_boxed(text: object) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, with nested braces matched.
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, nested and escaped braces respected.
 
     Also accepts the brace-less form ``\\boxed 5`` that a few MATH solutions use. ``None`` when there is no box or
     its braces never close.
@@ -66,15 +68,10 @@ def last_boxed(text: object) -> str | None:
         return token.group(1) if token else None
     if not rest.startswith("{"):
         return None
-    depth = 0
-    for position, char in enumerate(rest):
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return rest[1:position].strip() or None
-    return None
+    end = closing_brace(rest, 0)
+    if end is None:
+        return None
+    return rest[1 : end - 1].strip() or None
 
 
 def answer_from_field(value: object) -> str | None:

@@ -28,6 +28,7 @@ def test_gsm8k_final_answer(solution, expected):
         ("first \\boxed{1}, finally \\boxed{2}", "2"),
         ("nested \\boxed{\\{-2, \\sqrt{4}\\}} end", "\\{-2, \\sqrt{4}\\}"),
         ("\\fbox{7}", "7"),
+        ("an escaped brace \\boxed{a \\} b} stays inside", "a \\} b"),
         ("the answer is \\boxed 5$.", "5"),
         ("never closed \\boxed{1 + {2}", None),
         ("empty \\boxed{ }", None),

@@ -19,6 +19,8 @@ from mhpo_verl.eval.errors import EvalInputError
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "reward_model")
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
+FOLDER_SUFFIXES = (".parquet", ".jsonl")
+"""What a folder given as --data contributes: not .json, which the data step uses for its conversion reports."""
 
 
 @dataclass(frozen=True, eq=False)  # holds dicts: identity, not value, equality
@@ -56,14 +58,14 @@ def to_python(value: Any) -> Any:
 
 
 def expand_data_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given; a folder stands for the data files directly inside it, in name order."""
+    """Files as given; a folder stands for the parquet/JSONL files directly inside it, in name order."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in DATA_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.suffix in FOLDER_SUFFIXES)
             if not found:
-                raise EvalInputError(f"data folder {str(path)!r} holds no {'/'.join(DATA_SUFFIXES)} files")
+                raise EvalInputError(f"data folder {str(path)!r} holds no {'/'.join(FOLDER_SUFFIXES)} files")
             files.extend(found)
         elif path.is_file():
             files.append(path)

@@ -48,6 +48,7 @@ def test_loads_rows_in_order_with_ids_and_canonical_names(benchmark_files):
 
 
 def test_folder_and_limit(benchmark_files):
+    (benchmark_files[0].parent / "test.report.json").write_text("{}")  # the data step's report is not data
     problems = load_problems([benchmark_files[0].parent], limit=1)
     assert sorted(p.benchmark for p in problems) == ["aime24", "amc23", "math500"]
 

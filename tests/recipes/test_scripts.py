@@ -135,3 +135,67 @@ def test_prepare_data_dry_run_prints_the_conversion_command():
     result = _run(EXAMPLES / "data_preprocess" / "prepare_data.sh", "--dry-run", "--only", "aime24", DATA_DIR="/d")
     assert result.returncode == 0
     assert result.stdout == f"[dry-run] {sys.executable} -m mhpo_verl data all --out-dir /d --only aime24\n"
+
+
+def _fake_tools(tmp_path):
+    """Stand-ins for Slurm's srun/scontrol, hostname, ray and python that record how they were called."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    tools = {
+        "srun": 'while [[ $# -gt 0 ]]; do case $1 in -w) shift 2 ;; --*) shift ;; *) break ;; esac; done\nexec "$@"',
+        "scontrol": "printf 'nodeA\\nnodeB\\n'",
+        "hostname": "echo '10.9.8.7 fe80::1'",
+        # A blocking `ray start` stays up (as a real Ray node would) until the job script stops it.
+        "ray": f'echo "ray $$ $*" >> {log}\nif [[ " $* " == *" --block "* ]]; then exec sleep 60; fi',
+        "python": f'echo "python RAY_ADDRESS=$RAY_ADDRESS $*" >> {log}',
+    }
+    for name, body in tools.items():
+        path = bin_dir / name
+        path.write_text(f"#!/usr/bin/env bash\n{body}\n")
+        path.chmod(0o755)
+    return bin_dir, log
+
+
+def test_slurm_script_starts_ray_waits_trains_and_stops_its_ray_steps(tmp_path):
+    bin_dir, log = _fake_tools(tmp_path)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PYTHON": str(bin_dir / "python"),
+        "SLURM_JOB_NODELIST": "nodeA,nodeB",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_GPUS_ON_NODE": "8",
+        "MODEL": "qwen2.5-7b-instruct",
+        "ALGORITHM": "grpo",
+    }
+    result = _run(EXAMPLES / "cluster" / "slurm_mhpo.sbatch", "trainer.total_epochs=1", **env)
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    ray_calls = [call.split(" ", 2) for call in calls if call.startswith("ray ")]
+    assert sorted(call[2].split()[1] for call in ray_calls) == ["--address=10.9.8.7:6379", "--head"]
+    assert all("--num-gpus=8" in call[2] and "--block" in call[2] for call in ray_calls)
+    (launcher,) = [call for call in calls if call.startswith("python ")]
+    assert launcher.startswith("python RAY_ADDRESS=10.9.8.7:6379 -m mhpo_verl train --model qwen2.5-7b-instruct")
+    assert "--engine megatron --algorithm grpo --nnodes 2 --gpus-per-node 8 --wait-for-gpus 600" in launcher
+    assert launcher.endswith("trainer.total_epochs=1")
+    for _, pid, _ in ray_calls:  # the script's exit trap stopped both Ray steps
+        with pytest.raises(ProcessLookupError):
+            _wait_until_gone(int(pid))
+
+
+def _wait_until_gone(pid: int, seconds: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        os.kill(pid, 0)  # raises ProcessLookupError once the process is gone
+        time.sleep(0.05)
+    os.kill(pid, 9)  # still alive: stop our own stand-in before failing the test
+
+
+def test_ray_cluster_head_runs_ray_start(tmp_path):
+    bin_dir, log = _fake_tools(tmp_path)
+    result = _run(EXAMPLES / "cluster" / "ray_cluster.sh", "head", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    assert result.returncode == 0, result.stderr
+    (call,) = log.read_text().splitlines()
+    assert call.split(" ", 2)[2].startswith("start --head --node-ip-address=")

@@ -84,7 +84,7 @@ def _run_parser() -> argparse.ArgumentParser:
     grading.add_argument("--grader", default=DEFAULT_GRADER,
                          help="module:function with reward_fns.compute_score_batch's signature")
     grading.add_argument("--grader-workers", type=int,
-                         help="grading processes (default: half the CPUs, at most 8; 0 = in this process)")
+                         help="the grader's process pool size (reward_fns default: min(8, CPUs); 0 = no pool)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

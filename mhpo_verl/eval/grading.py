@@ -1,29 +1,27 @@
-"""Grading responses with the project's math reward functions, in a pool of worker processes.
+"""Grading responses with the project's math reward functions while the next batch is generated.
 
-Math grading (parsing LaTeX, SymPy equivalence) is CPU-bound and sometimes slow; worker processes keep it off
-the generation loop and let a batch be graded while the next one is generated. Workers are spawned, not forked:
-the parent may hold CUDA or many threads, which a fork copies badly.
+``reward_fns.compute_score_batch`` grades in its own pool of worker processes, each response under a hard,
+kill-enforced deadline (math grading can hang on a tower of exponents). Here it runs on one background thread: the
+main thread goes on generating, and the thread mostly waits on the worker processes, so the two overlap.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import logging
 import math
-import multiprocessing
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from mhpo_verl.eval.errors import EvalInputError
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_GRADER = "reward_fns:compute_score_batch"
 RESULT_FIELDS = ("score", "acc", "pred", "reason")
-
-
-def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 @dataclass(frozen=True)
@@ -58,59 +56,41 @@ def _checked(result: Any, spec: str, item: GradingItem) -> dict[str, Any]:
     return {"pred": str(result["pred"]), "score": score, "acc": bool(result["acc"]), "reason": str(result["reason"])}
 
 
-def grade_batch(spec: str, items: Sequence[GradingItem]) -> list[dict[str, Any]]:
-    """Grade in this process: ``{pred, score, acc, reason}`` per item, in order."""
-    grader = load_grader(spec)
-    results = grader(
-        [item.data_source for item in items],
-        [item.response for item in items],
-        [item.ground_truth for item in items],
-        [item.extra_info for item in items],
-    )
-    if len(results) != len(items):
-        raise RuntimeError(f"grader {spec!r} returned {len(results)} results for {len(items)} responses")
-    return [_checked(result, spec, item) for result, item in zip(results, items)]
-
-
-class GradingJob:
-    """The pending grades of one batch, spread over the pool in slices."""
-
-    def __init__(self, futures: list[Future]) -> None:
-        self._futures = futures
-
-    def done(self) -> bool:
-        return all(future.done() for future in self._futures)
-
-    def result(self) -> list[dict[str, Any]]:
-        return [grade for future in self._futures for grade in future.result()]
-
-
 class Grader:
-    """``workers=0`` grades in the calling process (debugging, tiny runs); otherwise a spawned process pool."""
+    """Grades batches on a background thread; ``submit`` returns a future of ``[{pred, score, acc, reason}]``.
+
+    ``workers`` becomes the grader's ``num_workers`` (its process pool size; 0 grades in the calling thread) when
+    the grader takes that argument, as ``reward_fns.compute_score_batch`` does; None leaves the grader's default.
+    """
 
     def __init__(self, spec: str = DEFAULT_GRADER, workers: int | None = None) -> None:
-        load_grader(spec)  # fail now, in the parent, on a bad spec or an import error
         self.spec = spec
-        self.workers = default_workers() if workers is None else workers
-        if self.workers < 0:
-            raise EvalInputError(f"--grader-workers must be >= 0, got {self.workers}")
-        self._pool = None
-        if self.workers > 0:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        self.function = load_grader(spec)
+        if workers is not None and workers < 0:
+            raise EvalInputError(f"--grader-workers must be >= 0, got {workers}")
+        self.kwargs: dict[str, Any] = {}
+        if workers is not None:
+            if "num_workers" in inspect.signature(self.function).parameters:
+                self.kwargs["num_workers"] = workers
+            else:
+                logger.warning("--grader-workers ignored: grader %r takes no num_workers argument", spec)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mhpo-eval-grading")
 
-    def submit(self, items: Sequence[GradingItem]) -> GradingJob:
-        if self._pool is None:
-            future: Future = Future()
-            try:
-                future.set_result(grade_batch(self.spec, items))
-            except Exception as error:
-                future.set_exception(error)
-            return GradingJob([future])
-        slice_size = max(1, math.ceil(len(items) / self.workers))
-        slices = [list(items[i : i + slice_size]) for i in range(0, len(items), slice_size)]
-        return GradingJob([self._pool.submit(grade_batch, self.spec, part) for part in slices])
+    def grade(self, items: Sequence[GradingItem]) -> list[dict[str, Any]]:
+        """Grade in the calling thread."""
+        results = self.function(
+            [item.data_source for item in items],
+            [item.response for item in items],
+            [item.ground_truth for item in items],
+            [item.extra_info for item in items],
+            **self.kwargs,
+        )
+        if len(results) != len(items):
+            raise RuntimeError(f"grader {self.spec!r} returned {len(results)} results for {len(items)} responses")
+        return [_checked(result, self.spec, item) for result, item in zip(results, items)]
+
+    def submit(self, items: Sequence[GradingItem]) -> Future:
+        return self._thread.submit(self.grade, list(items))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self._thread.shutdown(wait=True, cancel_futures=True)

@@ -100,6 +100,8 @@ class EvalConfig:
         if not self.data:
             raise EvalInputError("--data needs at least one file")
         load_grader(self.grader)  # a typo in --grader should fail before the model loads
+        if self.grader_workers is not None and self.grader_workers < 0:
+            raise EvalInputError(f"--grader-workers must be >= 0, got {self.grader_workers}")
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,14 @@ def _generate_and_grade(
                 write_oldest()
         while in_flight:
             write_oldest()
+    except BaseException:
+        # Generation failed or was interrupted: keep the batches already generated, if their grading succeeds.
+        while in_flight:
+            try:
+                write_oldest()
+            except Exception:
+                break
+        raise
     finally:
         progress.close()
         grader.close()

@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mhpo_verl.recipes import (
     ALGORITHMS,
@@ -34,10 +35,16 @@ from mhpo_verl.recipes import (
     ENGINES,
     MODELS,
     RAY_RUNTIME_ENV,
+    Architecture,
     Recipe,
     RecipeError,
     build_recipe,
 )
+
+if TYPE_CHECKING:  # verl and Hydra are imported only when a config is composed, to keep --list and --help fast
+    from omegaconf import DictConfig
+
+    from mhpo_verl.preflight import Finding
 
 EXIT_OK, EXIT_PREFLIGHT_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 2
 LOSS_KEYS = (
@@ -105,7 +112,7 @@ def format_command(command: Sequence[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before, between or after options
     if args.list:
         print(describe_recipes())
         return EXIT_OK
@@ -217,7 +224,7 @@ def describe_recipes() -> str:
     return "\n".join(lines)
 
 
-def check(launch: Launch):
+def check(launch: Launch) -> tuple[DictConfig, list[Finding]]:
     """Compose the run's config and run every preflight check; returns ``(config, findings)``."""
     from mhpo_verl.preflight import compose, preflight
 
@@ -225,7 +232,7 @@ def check(launch: Launch):
     return config, preflight(config, _architecture(launch, config))
 
 
-def _architecture(launch: Launch, config):
+def _architecture(launch: Launch, config: DictConfig) -> Architecture | None:
     from mhpo_verl.preflight import architecture_from_model_dir
 
     path = str(config.actor_rollout_ref.model.path)

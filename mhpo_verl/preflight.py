@@ -201,8 +201,15 @@ def data_parallel_size(config: DictConfig) -> int:
         group = actor.megatron.tensor_model_parallel_size * actor.megatron.pipeline_model_parallel_size
         group *= actor.megatron.context_parallel_size
     else:
-        group = max(int(actor.get("ulysses_sequence_parallel_size", 1) or 1), 1)
+        group = ulysses_size(actor)
     return max(n_gpus(config) // group, 1)
+
+
+def ulysses_size(actor: Any) -> int:
+    """Ulysses sequence-parallel size of an FSDP actor: ``fsdp_config``'s, or the deprecated top-level key's."""
+    key = "ulysses_sequence_parallel_size"
+    sizes = [actor.get(key), actor.get("fsdp_config", {}).get(key)]
+    return max([int(size) for size in sizes if size] or [1])
 
 
 def _layout(config: DictConfig, architecture: Architecture | None, uses_reference: bool) -> list[Finding]:
@@ -278,7 +285,7 @@ def _megatron_layout(role: str, megatron: Any, gpus: int, arch: Architecture | N
 
 
 def _ulysses_layout(actor: Any, gpus: int, arch: Architecture | None) -> list[Finding]:
-    sp = max(int(actor.get("ulysses_sequence_parallel_size", 1) or 1), 1)
+    sp = ulysses_size(actor)
     problems = []
     if gpus % sp:
         problems.append(f"world size {gpus} is not divisible by Ulysses SP {sp}")

@@ -56,6 +56,13 @@ def test_dry_run_prints_command_config_algorithm_and_checks(data_dir, capsys):
     assert out.rstrip().endswith("# dry run: ok, 0 warning(s); nothing was started")
 
 
+def test_overrides_may_come_between_options(data_dir, capsys):
+    arguments = ["trainer.total_epochs=2", *MODEL, "trainer.test_freq=3", "--dry-run", "--data-dir", str(data_dir)]
+    assert main(arguments) == 0
+    config = yaml.safe_load(_section(capsys.readouterr().out, "resolved verl config"))
+    assert (config["trainer"]["total_epochs"], config["trainer"]["test_freq"]) == (2, 3)
+
+
 def test_dry_run_of_a_broken_override_exits_1(data_dir, capsys):
     overrides = ["actor_rollout_ref.actor.megatron.tensor_model_parallel_size=3"]
     assert main([*MODEL, "--engine", "megatron", "--data-dir", str(data_dir), "--dry-run", *overrides]) == 1

@@ -57,20 +57,25 @@ def compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
 
 
 def architecture_from_model_dir(path: str) -> Architecture | None:
-    """Layer, head and expert counts from a local Hugging Face model folder's ``config.json``; None if absent."""
+    """Layer, head and expert counts from a local Hugging Face model folder's ``config.json``; None when there is no
+    such file or it lacks the counts (the shape checks are then skipped with a warning)."""
     config_file = Path(path).expanduser() / "config.json"
     if not config_file.is_file():
         return None
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config = config.get("text_config", config)
-    heads = int(config["num_attention_heads"])
-    experts = next((config[k] for k in ("num_experts", "num_local_experts", "n_routed_experts") if config.get(k)), 0)
-    return Architecture(
-        num_layers=int(config["num_hidden_layers"]),
-        num_attention_heads=heads,
-        num_kv_heads=int(config.get("num_key_value_heads") or heads),
-        num_experts=int(experts),
-    )
+    try:
+        heads = int(config["num_attention_heads"])
+        expert_keys = ("num_experts", "num_local_experts", "n_routed_experts")
+        experts = next((config[key] for key in expert_keys if config.get(key)), 0)
+        return Architecture(
+            num_layers=int(config["num_hidden_layers"]),
+            num_attention_heads=heads,
+            num_kv_heads=int(config.get("num_key_value_heads") or heads),
+            num_experts=int(experts),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def preflight(config: DictConfig, architecture: Architecture | None) -> list[Finding]:

@@ -118,6 +118,22 @@ def test_architecture_is_read_from_a_local_model_folder(tmp_path):
     arch = architecture_from_model_dir(str(folder))
     assert (arch.num_layers, arch.num_attention_heads, arch.num_kv_heads, arch.num_experts) == (30, 12, 4, 64)
     assert architecture_from_model_dir(str(tmp_path / "absent")) is None
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert-like", "hidden_size": 8}))
+    assert architecture_from_model_dir(str(folder)) is None
+
+
+def test_local_model_folder_shape_is_checked_instead_of_the_recipe_model(tmp_path, data_dir, capsys):
+    from mhpo_verl.launch import main
+
+    folder = tmp_path / "local-7b"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps({"num_hidden_layers": 30, "num_attention_heads": 28, "num_key_value_heads": 4})
+    )
+    arguments = ["--model", "qwen2.5-7b-instruct", "--engine", "megatron", "--model-path", str(folder)]
+    pipeline = ["actor_rollout_ref.actor.megatron.pipeline_model_parallel_size=4"]
+    assert main([*arguments, "--data-dir", str(data_dir), "--dry-run", *pipeline]) == 1
+    assert "30 layers do not split into PP*VPP = 4 equal stages" in capsys.readouterr().out
 
 
 def test_unknown_model_skips_shape_checks_with_a_warning(data_dir):

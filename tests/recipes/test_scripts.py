@@ -148,7 +148,11 @@ def _fake_tools(tmp_path):
         "hostname": "echo '10.9.8.7 fe80::1'",
         # A blocking `ray start` stays up (as a real Ray node would) until the job script stops it.
         "ray": f'echo "ray $$ $*" >> {log}\nif [[ " $* " == *" --block "* ]]; then exec sleep 60; fi',
-        "python": f'echo "python RAY_ADDRESS=$RAY_ADDRESS $*" >> {log}',
+        # Like the launcher's --wait-for-gpus: returns once both Ray nodes are up (here: have logged their start).
+        "python": (
+            f"for _ in $(seq 200); do [[ $(grep -c '^ray ' {log} 2>/dev/null) -ge 2 ]] && break; sleep 0.05; done\n"
+            f'echo "python RAY_ADDRESS=$RAY_ADDRESS $*" >> {log}'
+        ),
     }
     for name, body in tools.items():
         path = bin_dir / name

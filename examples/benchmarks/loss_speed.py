@@ -76,11 +76,11 @@ def make_config(spec: dict, inputs: Inputs, loss_agg_mode: str):
     return config
 
 
-def forward_backward(name: str, inputs: Inputs, config) -> None:
+def call_loss(inputs: Inputs, config, log_prob: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The registered loss, called by keyword exactly as verl's ``ppo_loss`` calls it."""
     from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
-    log_prob = inputs.log_prob.clone().requires_grad_()
-    loss, _metrics = get_policy_loss_fn(config.policy_loss.loss_mode)(
+    return get_policy_loss_fn(config.policy_loss.loss_mode)(
         old_log_prob=inputs.old_log_prob,
         log_prob=log_prob,
         advantages=inputs.advantages,
@@ -89,12 +89,14 @@ def forward_backward(name: str, inputs: Inputs, config) -> None:
         config=config,
         rollout_is_weights=None,
     )
+
+
+def forward_backward(inputs: Inputs, config) -> None:
+    loss, _metrics = call_loss(inputs, config, inputs.log_prob.clone().requires_grad_())
     loss.backward()
 
 
-def saved_for_backward_bytes(name: str, inputs: Inputs, config) -> int:
-    from verl.trainer.ppo.core_algos import get_policy_loss_fn
-
+def saved_for_backward_bytes(inputs: Inputs, config) -> int:
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -104,15 +106,7 @@ def saved_for_backward_bytes(name: str, inputs: Inputs, config) -> int:
 
     log_prob = inputs.log_prob.clone().requires_grad_()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss, _ = get_policy_loss_fn(config.policy_loss.loss_mode)(
-            old_log_prob=inputs.old_log_prob,
-            log_prob=log_prob,
-            advantages=inputs.advantages,
-            response_mask=inputs.response_mask,
-            loss_agg_mode=config.loss_agg_mode,
-            config=config,
-            rollout_is_weights=None,
-        )
+        loss, _ = call_loss(inputs, config, log_prob)
     loss.backward()
     # The inputs themselves exist anyway; count only what the loss adds.
     for tensor in (log_prob, inputs.old_log_prob, inputs.advantages, inputs.response_mask):
@@ -136,11 +130,11 @@ def child_peak_rss(name: str, args: argparse.Namespace) -> None:
     inputs = make_inputs(args.batch, args.length, args.seed)
     config = make_config(LOSSES[name], inputs, args.loss_agg_mode)
     small = make_inputs(2, 16, args.seed)
-    forward_backward(name, small, make_config(LOSSES[name], small, args.loss_agg_mode))  # import/compile warm-up
+    forward_backward(small, make_config(LOSSES[name], small, args.loss_agg_mode))  # import/compile warm-up
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")  # resets VmHWM to the current RSS
     before = _status_kib("VmRSS")
-    forward_backward(name, inputs, config)
+    forward_backward(inputs, config)
     print(json.dumps({"peak_rss_mib": (_status_kib("VmHWM") - before) / 1024}))
 
 
@@ -153,17 +147,12 @@ def _status_kib(field: str) -> int:
 
 
 def check_identical(inputs: Inputs, loss_agg_mode: str) -> float:
-    """Largest absolute difference between eager and fused MHPO in loss value and gradient."""
-    from verl.trainer.ppo.core_algos import get_policy_loss_fn
-
+    """Largest absolute difference between eager and fused MHPO in loss value, gradient and metrics."""
     results = []
     for name in ("mhpo", "mhpo_fused"):
         config = make_config(LOSSES[name], inputs, loss_agg_mode)
         log_prob = inputs.log_prob.clone().requires_grad_()
-        loss, metrics = get_policy_loss_fn("mhpo")(
-            old_log_prob=inputs.old_log_prob, log_prob=log_prob, advantages=inputs.advantages,
-            response_mask=inputs.response_mask, loss_agg_mode=loss_agg_mode, config=config,
-        )
+        loss, metrics = call_loss(inputs, config, log_prob)
         loss.backward()
         results.append((loss.detach(), log_prob.grad, metrics))
     (loss_a, grad_a, metrics_a), (loss_b, grad_b, metrics_b) = results
@@ -195,17 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     configs = {name: make_config(spec, inputs, args.loss_agg_mode) for name, spec in LOSSES.items()}
     names = list(LOSSES)
     for name in names:  # warm-up
-        forward_backward(name, inputs, configs[name])
+        forward_backward(inputs, configs[name])
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(args.rounds):
         order = names[round_index % len(names):] + names[: round_index % len(names)]
         for name in order:
             start = time.perf_counter()
-            forward_backward(name, inputs, configs[name])
+            forward_backward(inputs, configs[name])
             seconds[name].append(time.perf_counter() - start)
 
     median = {name: statistics.median(times) for name, times in seconds.items()}
-    saved = {name: saved_for_backward_bytes(name, inputs, configs[name]) for name in names}
+    saved = {name: saved_for_backward_bytes(inputs, configs[name]) for name in names}
     rss = {} if args.skip_rss else {name: peak_rss_child(name, args) for name in names}
     gap = check_identical(inputs, args.loss_agg_mode)
 

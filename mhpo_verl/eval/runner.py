@@ -40,7 +40,7 @@ from mhpo_verl.eval.store import (
     write_json_atomic,
     write_text_atomic,
 )
-from mhpo_verl.eval.tokenization import PROMPT_FORMATS, render_prompt_ids, stop_token_ids
+from mhpo_verl.eval.tokenization import PROMPT_FORMATS, load_tokenizer, render_prompt_ids, stop_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,32 @@ class _Progress:
         self.bar.close()
 
 
+def _render_prompts(config: EvalConfig, tokenizer: Any, tasks: Sequence[_Task]) -> dict[tuple[str, str], tuple]:
+    """Prompt token ids per problem, rendered once however many samples it has."""
+    prompt_ids: dict[tuple[str, str], tuple[int, ...]] = {}
+    for task in tasks:
+        if task.problem.key not in prompt_ids:
+            ids = render_prompt_ids(tokenizer, task.problem.messages, config.prompt_format, config.system_prompt)
+            prompt_ids[task.problem.key] = tuple(ids)
+    return prompt_ids
+
+
+def _backend_options(config: EvalConfig, tokenizer: Any) -> BackendOptions:
+    return BackendOptions(
+        model=config.model,
+        tokenizer=config.tokenizer or config.model,
+        sampling=config.sampling,
+        stop_token_ids=tuple(stop_token_ids(config.model, tokenizer, config.trust_remote_code)),
+        dtype=config.dtype,
+        trust_remote_code=config.trust_remote_code,
+        device=config.device,
+        tensor_parallel_size=config.tensor_parallel_size,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        max_model_len=config.max_model_len,
+        engine_args=dict(config.engine_args),
+    )
+
+
 def _generate_and_grade(
     config: EvalConfig,
     backend_name: str,
@@ -194,37 +220,12 @@ def _generate_and_grade(
     backend: Backend | None,
     n_total: int,
 ) -> None:
-    tokenizer_path = config.tokenizer or config.model
-    from mhpo_verl.eval.tokenization import load_tokenizer
-
-    tokenizer = load_tokenizer(tokenizer_path, config.trust_remote_code)
-    prompt_ids: dict[tuple[str, str], tuple[int, ...]] = {}
-    for task in tasks:
-        if task.problem.key not in prompt_ids:
-            ids = render_prompt_ids(tokenizer, task.problem.messages, config.prompt_format, config.system_prompt)
-            prompt_ids[task.problem.key] = tuple(ids)
-
-    own_backend = backend is None
-    if backend is None:
-        options = BackendOptions(
-            model=config.model,
-            tokenizer=tokenizer_path,
-            sampling=config.sampling,
-            stop_token_ids=tuple(stop_token_ids(config.model, tokenizer, config.trust_remote_code)),
-            dtype=config.dtype,
-            trust_remote_code=config.trust_remote_code,
-            device=config.device,
-            tensor_parallel_size=config.tensor_parallel_size,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            max_model_len=config.max_model_len,
-            engine_args=dict(config.engine_args),
-        )
-        backend = make_backend(backend_name, options)
-    grader = Grader(config.grader, config.grader_workers)
-    record_manifest(store.folder, _manifest(config, backend_name))
+    tokenizer = load_tokenizer(config.tokenizer or config.model, config.trust_remote_code)
+    prompt_ids = _render_prompts(config, tokenizer, tasks)
     batch_size = config.batch_size or DEFAULT_BATCH_SIZE[backend_name]
-    progress = _Progress(total=n_total, done=n_total - len(tasks), enabled=config.progress)
-    started = time.monotonic()
+    own_backend = backend is None
+    grader = Grader(config.grader, config.grader_workers)
+    progress = None
     # At most one batch is being graded while the next is generated; batches are written in order.
     in_flight: deque = deque()
 
@@ -235,6 +236,11 @@ def _generate_and_grade(
         progress.update(records)
 
     try:
+        if backend is None:
+            backend = make_backend(backend_name, _backend_options(config, tokenizer))
+        record_manifest(store.folder, _manifest(config, backend_name))
+        progress = _Progress(total=n_total, done=n_total - len(tasks), enabled=config.progress)
+        started = time.monotonic()
         for start in range(0, len(tasks), batch_size):
             batch = tasks[start : start + batch_size]
             requests = [GenerationRequest(prompt_ids[t.problem.key], t.seed) for t in batch]
@@ -259,9 +265,10 @@ def _generate_and_grade(
                 break
         raise
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         grader.close()
-        if own_backend:
+        if own_backend and backend is not None:
             backend.close()
     elapsed = max(time.monotonic() - started, 1e-9)
     logger.info(

@@ -2,7 +2,7 @@
 
 Protocol on stdin/stdout: frames of an 8-byte big-endian length and a pickle. The worker sends
 ``("ready", parent_pid)`` once, then answers each ``(task, args)`` with ``("ok", result)`` or
-``("error", "ExceptionType: message")``. It exits at end of input, i.e. as soon as its parent is gone.
+``("error", "ExceptionType: message")``. It exits at end of input, and whenever its parent is gone.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import pickle
 import signal
 import struct
 import sys
+import threading
+import time
 from typing import Any, BinaryIO
 
 _HEADER = struct.Struct(">Q")
@@ -44,15 +46,25 @@ def _resolve(task: str, cache: dict[str, Any]) -> Any:
     return function
 
 
+def _exit_when_orphaned(parent_pid: int, interval_s: float = 0.5) -> None:
+    """Busy workers never see end of input; when the parent dies they are re-parented, and this notices."""
+    while True:
+        time.sleep(interval_s)
+        if os.getppid() != parent_pid:
+            os._exit(0)
+
+
 def main() -> int:
     # Ctrl-C belongs to the parent, which kills its workers; stray prints must not corrupt the protocol stream.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent_pid = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     protocol_in = sys.stdin.buffer
     import reward_fns.symbolic  # noqa: F401 - import sympy before announcing readiness, not during a timed task
 
-    _write_frame(protocol_out, ("ready", os.getppid()))
+    _write_frame(protocol_out, ("ready", parent_pid))
     functions: dict[str, Any] = {}
     while True:
         try:
@@ -64,11 +76,12 @@ def main() -> int:
         task, args = request
         try:
             reply = ("ok", _resolve(task, functions)(*args))
+            pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:  # reported to the parent, which decides what it means
             reply = ("error", f"{type(error).__name__}: {error}"[:2000])
         try:
             _write_frame(protocol_out, reply)
-        except (OSError, pickle.PicklingError):
+        except OSError:
             return 0
 
 

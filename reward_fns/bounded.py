@@ -4,8 +4,10 @@
 cannot interrupt a long C-level computation such as a huge integer power, so a limit that must hold is enforced
 from outside: the work runs in a child Python process that is SIGKILLed when its deadline passes and replaced on
 the next call. Children are plain ``subprocess`` processes (no ``multiprocessing``, so no fork of a threaded parent
-and no "daemonic processes are not allowed to have children"), talk over pipes with length-prefixed pickles, exit
-when the parent goes away (end of file on their stdin), and are killed at interpreter exit.
+and no "daemonic processes are not allowed to have children"), each in its own process group so that a kill takes
+down whatever the task started, talk over pipes with length-prefixed pickles, exit when the parent goes away (end of
+file on their stdin when idle, a watchdog thread noticing the re-parenting when busy), and are killed at
+interpreter exit.
 
 A task is named ``"module:function"``; the child imports the module and calls the function with the given
 arguments. Only the parent process (trusted code) sends tasks.
@@ -17,6 +19,7 @@ import atexit
 import os
 import pickle
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -70,12 +73,15 @@ class Worker:
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env.setdefault("OMP_NUM_THREADS", "1")
         try:
+            # Its own process group, so that a kill also takes down anything the task started (verl's prime_math
+            # forks a helper per comparison; a killed worker must not leave it running).
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "reward_fns._worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
                 close_fds=True,
+                start_new_session=True,
             )
         except OSError as error:
             raise WorkerFailed(f"could not start a grading worker: {error}") from error
@@ -120,6 +126,10 @@ class Worker:
         process, self._process = self._process, None
         if process is None:
             return
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the worker and everything it started
+        except (ProcessLookupError, PermissionError):
+            pass
         if process.poll() is None:
             process.kill()
         try:

@@ -143,6 +143,7 @@ def normalize_answer(answer: str) -> str:
     while previous != text:  # delimiters can nest: "$\[ x \]$"
         previous = text
         text = _DELIMITERS.sub("", text)
+    text = _REPEATING_DECIMAL.sub(_repeating_decimal, text)
     text = strip_wrappers(text, _DROPPED_WRAPPERS, keep_content=False)
     text = strip_wrappers(text, _TEXT_WRAPPERS, keep_content=True)
     for pattern, replacement in _SIMPLE_REWRITES:
@@ -172,6 +173,17 @@ def _mixed_number(match: re.Match[str]) -> str:
     if int(numerator) >= int(denominator):
         return match.group(0)
     return f"({whole}+\\frac{{{numerator}}}{{{denominator}}})"
+
+
+# 0.1\overline{6} is exactly 1/6 (before \overline is dropped as a text wrapper, which would leave 0.16).
+_REPEATING_DECIMAL = re.compile(r"(?<![\d.])(\d*)\.(\d*)\\overline\s*\{\s*(\d{1,20})\s*\}")
+
+
+def _repeating_decimal(match: re.Match[str]) -> str:
+    whole, fixed, repeating = match.groups()
+    denominator = 10 ** len(fixed) * (10 ** len(repeating) - 1)
+    numerator = int(whole or "0") * denominator + int(fixed + repeating) - int(fixed or "0")
+    return f"({numerator}/{denominator})"
 
 
 def _strip_unit_words(text: str) -> str:

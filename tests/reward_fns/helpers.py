@@ -52,3 +52,12 @@ def grade_slowly_on_request(data_source, solution_str, golds, options):
     if "SLEEP" in solution_str:
         time.sleep(600)
     return grade_in_worker(data_source, solution_str, golds, options)
+
+
+def start_grandchild_then_sleep(pid_file: str, seconds: float) -> None:
+    """A worker task that starts a long-running process of its own, records its pid, then takes ``seconds``."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "600"])
+    Path(pid_file).write_text(str(child.pid))
+    time.sleep(seconds)

@@ -30,6 +30,8 @@ def test_results_and_task_errors(pool):
     assert pool.call("math:gcd", (12, 18), timeout_s=30) == 6
     with pytest.raises(bounded.TaskError, match="ZeroDivisionError"):
         pool.call("operator:truediv", (1, 0), timeout_s=30)
+    with pytest.raises(bounded.TaskError, match="pickle"):  # an unpicklable result is an error, not a dead worker
+        pool.call("threading:Lock", (), timeout_s=30)
     assert pool.call("math:gcd", (7, 21), timeout_s=30) == 7  # the worker survives a task error
 
 
@@ -101,7 +103,7 @@ def test_closing_leaves_no_process_behind():
         pool.call("math:gcd", (1, 1), timeout_s=5)
 
 
-def test_workers_exit_when_their_parent_dies(tmp_path):
+def test_an_idle_worker_exits_when_its_parent_dies(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(
         textwrap.dedent(
@@ -118,6 +120,41 @@ def test_workers_exit_when_their_parent_dies(tmp_path):
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         worker_pid = int(parent.stdout.readline())
+        assert is_alive(worker_pid)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    assert wait_until(lambda: not is_alive(worker_pid), timeout_s=15)
+
+
+def test_a_timeout_also_kills_what_the_task_started(pool, tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    with pytest.raises(bounded.WorkerTimeout):
+        pool.call("tests.reward_fns.helpers:start_grandchild_then_sleep", (str(pid_file), 60), timeout_s=3)
+    grandchild = int(pid_file.read_text())
+    assert wait_until(lambda: not is_alive(grandchild))
+
+
+def test_a_busy_worker_exits_when_its_parent_dies(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import threading, time
+            from reward_fns.bounded import Worker
+            worker = Worker()
+            worker.start()
+            print(worker.pid, flush=True)
+            call = lambda: worker.call("time:sleep", (600,), timeout_s=900)
+            threading.Thread(target=call, daemon=True).start()
+            time.sleep(600)
+            """
+        )
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker_pid = int(parent.stdout.readline())
+        time.sleep(0.5)  # let the worker start its 600-second task
         assert is_alive(worker_pid)
     finally:
         parent.send_signal(signal.SIGKILL)

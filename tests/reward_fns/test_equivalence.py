@@ -34,6 +34,8 @@ from reward_fns.parse import MAX_DEPTH, MAX_TOKENS, AnswerParseError, parse_answ
         (r"x \in [2, 5)", "[2,5)"),
         (r"\text{The answer is } 5", "5"),
         (r"\mathbb{R}", r"(-\infty,\infty)"),
+        (r"0.\overline{3}", "(3/9)"),
+        (r"2.1\overline{6}", "(195/90)"),
     ],
 )
 def test_normalize(raw, canonical):

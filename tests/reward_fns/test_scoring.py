@@ -180,3 +180,17 @@ def test_no_process_outlives_close_all():
     bounded.close_all()
     assert wait_until(lambda: not (workers & child_pids()))
     assert not any(is_alive(pid) for pid in workers)
+
+
+def test_overlong_penalty_counts_tokens_with_a_local_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocabulary = {"[UNK]": 0, "word": 1, "\\boxed{2}": 2}
+    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(tmp_path)
+    options = {"max_response_length": 10, "overlong_buffer_len": 4, "tokenizer_path": str(tmp_path)}
+    short = compute_score("math", "word " * 5 + r"\boxed{2}", "2", **options)  # 6 tokens: within budget
+    long = compute_score("math", "word " * 7 + r"\boxed{2}", "2", **options)  # 8 tokens: 2 into the buffer
+    assert (short["overlong_penalty"], long["overlong_penalty"]) == (0.0, -0.5)

@@ -58,12 +58,14 @@ def _run_parser() -> argparse.ArgumentParser:
     sampling = parser.add_argument_group("sampling (defaults: R1/DeepScaleR-style avg@k protocol)")
     defaults = SamplingSettings()
     sampling.add_argument("--k", type=int, default=32, help="samples per problem (default 32: the paper's Avg@32)")
-    sampling.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy")
-    sampling.add_argument("--top-p", type=float, default=defaults.top_p)
-    sampling.add_argument("--top-k", type=int, default=defaults.top_k, help="0 = off")
-    sampling.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    sampling.add_argument("--temperature", type=float, default=defaults.temperature,
+                          help="default %(default)s; 0 = greedy")
+    sampling.add_argument("--top-p", type=float, default=defaults.top_p, help="default %(default)s")
+    sampling.add_argument("--top-k", type=int, default=defaults.top_k, help="default %(default)s = off")
+    sampling.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens,
+                          help="response budget; longer ones are cut and counted as truncated (default %(default)s)")
     sampling.add_argument("--seed", type=int, default=defaults.seed,
-                          help="run seed; each sample's seed derives from it")
+                          help="run seed; each sample's seed derives from it (default %(default)s)")
     sampling.add_argument("--pass-k", type=int, nargs="+", metavar="J",
                           help="pass@J values to report (default: 1, 2, 4, ... and k)")
 
@@ -75,7 +77,7 @@ def _run_parser() -> argparse.ArgumentParser:
     engine.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     engine.add_argument("--device", default="auto", help="hf backend: cpu, cuda, cuda:1, ... (default: GPU if any)")
     engine.add_argument("--tensor-parallel-size", "--tp", type=int, default=1, help="vllm: GPUs per model replica")
-    engine.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm")
+    engine.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm (default %(default)s)")
     engine.add_argument("--max-model-len", type=int, help="vllm: context length (prompt + response)")
     engine.add_argument("--engine-arg", type=_engine_arg, action="append", default=[], metavar="KEY=VALUE",
                         help="extra vllm.LLM keyword argument, value parsed as JSON (repeatable)")

@@ -89,36 +89,43 @@ class SampleStore:
         self._handle = open(self.path, "a", encoding="utf-8")
 
     def _read_and_repair(self) -> Iterator[dict[str, Any]]:
+        """Records of the file, streamed (a large run's responses never sit in memory at once)."""
         if not self.path.exists():
             return
+        torn_at = None
         with open(self.path, "rb") as handle:
-            data = handle.read()
-        complete_end = data.rfind(b"\n") + 1
-        if complete_end < len(data):
+            offset = 0
+            for line_number, line in enumerate(handle, start=1):
+                if not line.endswith(b"\n"):  # only the last line can lack its newline
+                    torn_at = offset
+                    break
+                offset += len(line)
+                if line.strip():
+                    yield self._parse(line, line_number)
+        if torn_at is not None:
             logger.warning(
                 "%s: dropping a torn last line (%d bytes, a write interrupted by a kill); its sample will be "
                 "generated again",
                 self.path,
-                len(data) - complete_end,
+                self.path.stat().st_size - torn_at,
             )
             with open(self.path, "r+b") as handle:
-                handle.truncate(complete_end)
+                handle.truncate(torn_at)
                 handle.flush()
                 os.fsync(handle.fileno())
-        for line_number, line in enumerate(data[:complete_end].splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RunFolderError(
-                    f"{self.path}:{line_number} is not valid JSON ({error}); the file was edited or corrupted. "
-                    f"Fix or delete that line (its sample will be generated again) and rerun"
-                ) from None
-            missing = [name for name in SAMPLE_FIELDS if name not in record]
-            if missing:
-                raise RunFolderError(f"{self.path}:{line_number} lacks field(s) {missing}; expected {SAMPLE_FIELDS}")
-            yield record
+
+    def _parse(self, line: bytes, line_number: int) -> dict[str, Any]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise RunFolderError(
+                f"{self.path}:{line_number} is not valid JSON ({error}); the file was edited or corrupted. "
+                f"Fix or delete that line (its sample will be generated again) and rerun"
+            ) from None
+        missing = [name for name in SAMPLE_FIELDS if name not in record]
+        if missing:
+            raise RunFolderError(f"{self.path}:{line_number} lacks field(s) {missing}; expected {SAMPLE_FIELDS}")
+        return record
 
     def _remember(self, record: Mapping[str, Any]) -> None:
         outcome = outcome_of(record)

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mhpo_verl.eval.backends import BACKENDS
 from mhpo_verl.eval.errors import EvalInputError, RunFolderError
@@ -113,8 +114,6 @@ def _plot_parser() -> argparse.ArgumentParser:
 
 
 def _labelled_runs(paths: Sequence[str], labels: Sequence[str] | None) -> list[tuple[str, dict]]:
-    from pathlib import Path
-
     from mhpo_verl.eval.report import load_summary
 
     if labels is not None and len(labels) != len(paths):
@@ -159,8 +158,6 @@ def _run(argv: Sequence[str]) -> int:
         progress=not args.no_progress,
     )
     summary = run_eval(config)
-    from pathlib import Path
-
     print((Path(args.out) / "summary.md").read_text(encoding="utf-8"), end="")
     return 0 if summary["complete"] else 1
 

@@ -31,7 +31,7 @@ class Problem:
     problem_id: int | str
     messages: tuple[dict[str, str], ...]
     ground_truth: Any
-    extra_info: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    extra_info: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     """``file:row`` for error messages."""
 

@@ -100,8 +100,16 @@ def _metric_of(summary: dict[str, Any], metric: str) -> str:
     return {"avg@k": f"avg@{summary['k']}", "pass@k": f"pass@{summary['k']}"}.get(metric, metric)
 
 
+def _check_metrics(runs: Sequence[tuple[str, dict[str, Any]]], metrics: Sequence[str]) -> None:
+    for metric in metrics:
+        if not any(_metric_of(summary, metric) in summary["average"] for _, summary in runs):
+            available = sorted({name for _, summary in runs for name in summary["average"]})
+            raise EvalInputError(f"no run has metric {metric!r}; expected avg@k, pass@k or one of {available}")
+
+
 def comparison_markdown(runs: Sequence[tuple[str, dict[str, Any]]], metrics: Sequence[str]) -> str:
     """The paper's table for several runs: a row per run, a column per benchmark, one table per metric."""
+    _check_metrics(runs, metrics)
     names = table_order({name for _, summary in runs for name in summary["benchmarks"]})
     lines: list[str] = []
     for metric in metrics:
@@ -128,6 +136,7 @@ def plot_comparison(runs: Sequence[tuple[str, dict[str, Any]]], metric: str, pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    _check_metrics(runs, [metric])
     names = table_order({name for _, summary in runs for name in summary["benchmarks"]})
     groups = [*map(display_name, names), "Avg"]
     width = 0.8 / len(runs)

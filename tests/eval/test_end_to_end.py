@@ -301,3 +301,5 @@ def test_compare_and_plot(tmp_path, tiny_model_dir, data_files, reference_run, c
     assert alone.stat().st_size > 1000
     assert main(["compare", str(tmp_path / "nothing_here")]) == 2
     assert "no summary.json" in capsys.readouterr().err
+    assert main(["compare", *runs, "--metric", "accuracy"]) == 2
+    assert "no run has metric 'accuracy'" in capsys.readouterr().err

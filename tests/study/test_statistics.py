@@ -1,0 +1,204 @@
+"""Summary statistics of the stability study: spike counting, mean and spread over seeds, per-run and per-cell
+figures, the Markdown table and the report files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+
+import pytest
+
+
+def test_a_spike_is_an_update_strictly_above_five_times_the_median(study):
+    stats = study.grad_norm_spikes([1.0, 1.0, 1.0, 1.0, 5.0, 5.01, 12.0])
+    assert stats["median"] == 1.0
+    assert stats["spikes"] == 2  # 5.0 is exactly 5x the median: not a spike
+    assert stats["max"] == 12.0
+    assert stats["max_over_median"] == 12.0
+    assert stats["updates"] == 7
+
+
+def test_zero_and_non_finite_norms_are_counted_apart_not_in_the_median(study):
+    stats = study.grad_norm_spikes([0.0, 0.0, 0.0, 1.0, 2.0, 3.0, None, float("nan"), float("inf")])
+    assert stats["median"] == 2.0
+    assert stats["zero_updates"] == 3
+    assert stats["nonfinite_updates"] == 3
+    assert stats["updates"] == 9
+    assert stats["spikes"] == 0
+
+
+def test_a_run_without_any_learning_signal_has_no_median_and_no_spikes(study):
+    stats = study.grad_norm_spikes([0.0, 0.0])
+    assert math.isnan(stats["median"]) and math.isnan(stats["max_over_median"])
+    assert stats["spikes"] == 0 and stats["zero_updates"] == 2
+
+
+def test_spike_factor_is_a_parameter(study):
+    norms = [1.0, 1.0, 1.0, 2.5]
+    assert study.grad_norm_spikes(norms)["spikes"] == 0
+    assert study.grad_norm_spikes(norms, factor=2.0)["spikes"] == 1
+
+
+def test_mean_and_spread_over_seeds(study):
+    mean, spread = study.mean_and_spread([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0) and spread == pytest.approx(1.0)
+    mean, spread = study.mean_and_spread([0.4, float("nan"), 0.6])
+    assert mean == pytest.approx(0.5) and spread == pytest.approx(math.sqrt(0.02))
+    mean, spread = study.mean_and_spread([0.7])
+    assert mean == 0.7 and math.isnan(spread)
+    assert all(math.isnan(x) for x in study.mean_and_spread([]))
+
+
+def test_moving_average_is_trailing_and_rejects_a_bad_window(study):
+    assert study.moving_average([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
+    with pytest.raises(ValueError, match="window must be >= 1, got 0"):
+        study.moving_average([1.0], 0)
+
+
+def make_steps(rewards, norms_per_step, entropy=None, drift=None, nonfinite=None):
+    steps = []
+    for step, (reward, norms) in enumerate(zip(rewards, norms_per_step)):
+        row = {
+            "step": step,
+            "reward/mean": reward,
+            "reward/accuracy": reward / 2,
+            "actor/entropy": entropy[step] if entropy else 0.5,
+            "actor/grad_norm": sum(n for n in norms if n is not None) / max(1, len(norms)),
+            "actor/grad_norm_max": max((n for n in norms if n is not None), default=None),
+            "diag/log_ratio_over_0.5": drift[step] if drift else 0.0,
+            "diag/log_ratio_abs_max": 0.1 * step,
+            "diag/nonfinite_grad_norm_steps": float(sum(n is None for n in norms)),
+            "diag/nonfinite_loss": float(nonfinite[step]) if nonfinite else 0.0,
+            "grad_norm/updates": list(norms),
+        }
+        steps.append(row)
+    return steps
+
+
+def make_result(study, arm, regime, seed, steps, wall_s=10.0):
+    record = {"run_id": f"{regime}__{arm}__seed{seed}", "arm": arm, "regime": regime, "seed": seed}
+    return study.RunResult(record=record, steps=steps, timing={"wall_s": wall_s, "cpu_s": 2 * wall_s})
+
+
+def test_run_statistics_windows_best_and_events(study):
+    rewards = [0.1, 0.2, 0.3, 0.9, 0.5, 0.4, 0.6, 0.8]
+    norms = [[1.0, 1.0], [1.0, 0.0], [1.0, 10.0], [1.0, 1.0], [None, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
+    entropy = [0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    nonfinite = [0, 0, 0, 0, 0, 1, 0, 0]
+    result = make_result(study, "mhpo", "off_policy", 0, make_steps(rewards, norms, entropy, nonfinite=nonfinite))
+    stats = study.run_statistics(result)
+    assert stats["window"] == 2
+    assert stats["reward_first"] == pytest.approx(0.15)
+    assert stats["reward_final"] == pytest.approx(0.7)
+    assert stats["reward_best"] == pytest.approx(0.7)  # moving averages: ..., (0.3+0.9)/2=0.6, ..., (0.6+0.8)/2=0.7
+    assert stats["accuracy_final"] == pytest.approx(0.35)
+    assert stats["entropy_first"] == 0.8 and stats["entropy_final"] == pytest.approx(0.15)
+    assert stats["log_ratio_abs_max"] == pytest.approx(0.7)
+    grad = stats["grad_norm"]
+    assert (grad["updates"], grad["zero_updates"], grad["nonfinite_updates"]) == (16, 1, 1)
+    assert grad["spikes"] == 1 and grad["max_over_median"] == 10.0
+    # one non-finite gradient norm and one non-finite loss
+    assert stats["nonfinite_events"] == 2
+
+
+def test_best_reward_is_taken_from_the_moving_average_not_a_lucky_step(study):
+    steps = make_steps([0.0, 1.0, 0.0, 0.0], [[1.0]] * 4)
+    stats = study.run_statistics(make_result(study, "grpo", "on_policy", 0, steps), window=2)
+    assert stats["reward_best"] == pytest.approx(0.5)
+
+
+def two_seed_results(study):
+    return [
+        make_result(study, "mhpo", "on_policy", 0, make_steps([0.4] * 4, [[1.0]] * 4)),
+        make_result(study, "mhpo", "on_policy", 1, make_steps([0.6] * 4, [[1.0], [1.0], [1.0], [8.0]])),
+        make_result(study, "grpo", "on_policy", 0, make_steps([0.5] * 4, [[2.0]] * 4, drift=[0.01] * 4)),
+        make_result(study, "grpo", "on_policy", 1, make_steps([0.5] * 4, [[2.0]] * 4, drift=[0.03] * 4)),
+        make_result(study, "mhpo", "off_policy", 0, make_steps([0.5] * 4, [[1.0, 1.0]] * 4)),
+        make_result(study, "mhpo-c0.5", "off_policy", 0, make_steps([0.3] * 4, [[1.0, 1.0]] * 4)),
+    ]
+
+
+def test_cells_aggregate_seeds_and_sum_spikes(study):
+    stats = study.study_statistics(two_seed_results(study))
+    cells = {(cell["regime"], cell["arm"]): cell for cell in stats["cells"]}
+    assert list(cells) == [("on_policy", "mhpo"), ("on_policy", "grpo"), ("off_policy", "mhpo"),
+                           ("off_policy", "mhpo-c0.5")]
+    mhpo = cells["on_policy", "mhpo"]
+    assert mhpo["seeds"] == [0, 1]
+    assert mhpo["reward_final"][0] == pytest.approx(0.5)
+    assert mhpo["reward_final"][1] == pytest.approx(math.sqrt(0.02))
+    assert mhpo["grad_norm_spikes"] == 1 and mhpo["grad_norm_updates"] == 8
+    assert mhpo["grad_norm_max_over_median_worst"] == 8.0
+    assert mhpo["grad_norm_max_over_median"][0] == pytest.approx(4.5)
+    grpo = cells["on_policy", "grpo"]
+    assert grpo["log_ratio_over_0.5"][0] == pytest.approx(0.02)
+    assert grpo["grad_norm_median"] == (2.0, 0.0)
+    assert stats["wall_s"] == pytest.approx(60.0) and stats["cpu_s"] == pytest.approx(120.0)
+
+
+def test_markdown_table_rows_show_the_cell_figures(study):
+    stats = study.study_statistics(two_seed_results(study))
+    table = study.markdown_tables(stats)
+    lines = table.splitlines()
+    mhpo_row = next(line for line in lines if line.startswith("| on_policy | mhpo |"))
+    cells = [part.strip() for part in mhpo_row.strip("|").split("|")]
+    header = [part.strip() for part in re.split(r"(?<!\\)\|", study.TABLE_HEADER.strip("|"))]
+    assert len(cells) == len(header)
+    row = dict(zip(header, cells))
+    assert row["seeds"] == "2"
+    assert row["final reward"] == "0.500 ± 0.141"
+    assert row["max / median (worst seed)"] == "4.5 ± 4.9 (8.0)"
+    assert row["updates > 5x median"] == "1 of 8"
+    assert row["entropy first → final"] == "0.500 → 0.500"
+    # the separator has as many columns as the header
+    assert lines[3].count("|") == study.TABLE_HEADER.count("|") - study.TABLE_HEADER.count("\\|")
+    # the ablation table repeats the default MHPO arm next to its variants, off-policy only
+    ablation = table.split("**MHPO ablation**")[1]
+    assert "| off_policy | mhpo |" in ablation and "| off_policy | mhpo-c0.5 |" in ablation
+    assert "on_policy" not in ablation
+
+
+def write_fake_run(store, result):
+    folder = store.final_dir(result.run_id)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(result.record))
+    (folder / "timing.json").write_text(json.dumps(result.timing))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(step) + "\n" for step in result.steps))
+
+
+def test_report_only_rebuilds_summary_table_csv_and_png_from_run_folders(study, tmp_path, capsys):
+    store = study.RunStore(tmp_path)
+    for result in two_seed_results(study):
+        write_fake_run(store, result)
+    assert study.main(["--out", str(tmp_path), "--report-only", "--arms", "mhpo", "grpo", "--regimes",
+                       "on_policy", "--seeds", "0", "1"]) == 0
+    printed = capsys.readouterr().out
+    table = (tmp_path / "table.md").read_text()
+    assert table in printed
+    assert "| on_policy | grpo | 2 |" in table
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["runs"]) == 6 and summary["missing_runs"] == []
+    assert summary["settings"]["seeds"] == [0, 1]
+    with (tmp_path / "summary.csv").open() as source:
+        rows = list(csv.DictReader(source))
+    assert [(row["regime"], row["arm"]) for row in rows][:2] == [("on_policy", "mhpo"), ("on_policy", "grpo")]
+    assert float(rows[0]["reward_final_mean"]) == pytest.approx(0.5)
+    assert rows[0]["seeds"] == "0 1"
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_report_only_names_the_planned_runs_that_are_missing(study, tmp_path, capsys):
+    store = study.RunStore(tmp_path)
+    write_fake_run(store, two_seed_results(study)[0])
+    assert study.main(["--out", str(tmp_path), "--report-only", "--arms", "mhpo", "--regimes", "on_policy",
+                       "--seeds", "0", "1"]) == 0
+    assert "not finished: on_policy__mhpo__seed1" in capsys.readouterr().out
+    assert json.loads((tmp_path / "summary.json").read_text())["missing_runs"] == ["on_policy__mhpo__seed1"]
+
+
+def test_report_without_any_finished_run_is_a_clear_error(study, tmp_path, capsys):
+    assert study.main(["--out", str(tmp_path), "--report-only"]) == 1
+    assert f"no finished runs in {tmp_path / 'runs'}" in capsys.readouterr().err

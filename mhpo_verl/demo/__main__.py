@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import time
@@ -90,6 +91,21 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     )
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal for the progress bar: library chatter below warnings goes away, verl's prints go to a log."""
+    import logging
+    import warnings
+
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    # FSDP2 on CPU triggers a torch.fx notice on every update; it is about tracing APIs the demo does not use.
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+    # verl warns at import that optional engines (megatron, veomni, ...) are absent; the demo does not need them.
+    warnings.filterwarnings("ignore", message=r".* engine is not available", category=UserWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -103,20 +119,28 @@ def main(argv: list[str] | None = None) -> int:
     from mhpo_verl.demo.loop import CPURLTrainer, configure_threads
     from mhpo_verl.demo.report import RunWriter, format_summary, plot_curves, summarize
 
+    _quiet_libraries()
     threads = configure_threads(args.threads)
     writer = RunWriter(args.out)
     writer.write_config(dataclasses.asdict(config))
+    verl_log = writer.out_dir / "verl.log"
     started = time.perf_counter()
-    print(f"[demo] loss={config.loss_mode} steps={config.steps} batch={config.prompts_per_step}x"
-          f"{config.samples_per_prompt} threads={threads} out={args.out}", flush=True)
-    trainer = CPURLTrainer(config)
+    print(
+        f"[demo] {config.loss_mode} on SmolLM2-135M, {config.steps} steps of {config.prompts_per_step} prompts x "
+        f"{config.samples_per_prompt} samples, {threads} threads; verl's own messages go to {verl_log}",
+        flush=True,
+    )
+    with verl_log.open("w") as log, contextlib.redirect_stdout(log):
+        trainer = CPURLTrainer(config)
     print(f"[demo] model and verl actor ready in {time.perf_counter() - started:.0f} s", flush=True)
 
     records = []
-    progress = tqdm(range(config.steps), desc="MHPO" if config.loss_mode == "mhpo" else config.loss_mode,
-                    unit="step", disable=args.quiet, dynamic_ncols=True)
+    progress = tqdm(
+        range(config.steps), desc=config.loss_mode, unit="step", disable=args.quiet, dynamic_ncols=True
+    )
     for step in progress:
-        metrics = trainer.step(step)
+        with verl_log.open("a") as log, contextlib.redirect_stdout(log):
+            metrics = trainer.step(step)
         writer.append(metrics)
         records.append({k: v for k, v in metrics.items() if k != "samples"})
         progress.set_postfix(
@@ -129,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     curves = plot_curves(records, writer.out_dir / "curves.png", title=f"{config.loss_mode} on SmolLM2-135M (CPU)")
     print(format_summary(summarize(records)))
-    print(f"[demo] {writer.metrics_path}, {curves} ({time.perf_counter() - started:.0f} s in total)")
+    print(f"[demo] wrote {writer.metrics_path} and {curves} ({time.perf_counter() - started:.0f} s in total)")
     return 0
 
 

@@ -78,17 +78,17 @@ class DemoConfig:
             ``("actor_rollout_ref.actor.policy_loss.k_neg=3.0", "actor_rollout_ref.actor.clip_ratio_high=0.28")``.
     """
 
-    steps: int = 30
+    steps: int = 25
     loss_mode: str = LOSS_NAME
     adv_estimator: str | None = None
     loss_agg_mode: str | None = None
     prompts_per_step: int = 8
     samples_per_prompt: int = 4
-    ppo_mini_batch_size: int = 8
+    ppo_mini_batch_size: int = 4
     ppo_epochs: int = 1
     micro_batch_size: int = 16
     lr: float = 1e-5
-    max_new_tokens: int = 48
+    max_new_tokens: int = 32
     temperature: float = 1.0
     top_p: float = 1.0
     train_dtype: str = "bf16"
@@ -112,6 +112,12 @@ class DemoConfig:
             raise ValueError(
                 f"DemoConfig.prompts_per_step ({self.prompts_per_step}) must be a multiple of ppo_mini_batch_size "
                 f"({self.ppo_mini_batch_size}), as in verl"
+            )
+        mini_batch_sequences = self.ppo_mini_batch_size * self.samples_per_prompt
+        if mini_batch_sequences % self.micro_batch_size:
+            raise ValueError(
+                f"DemoConfig.micro_batch_size ({self.micro_batch_size}) must divide the sequences of a mini-batch "
+                f"(ppo_mini_batch_size x samples_per_prompt = {mini_batch_sequences}), as verl's engine requires"
             )
         if not (math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"DemoConfig.lr must be a finite number >= 0, got {self.lr!r}")
@@ -279,7 +285,9 @@ class CPURLTrainer:
 
     def grade(self, problems: Sequence[Problem], rollouts: Sequence[Rollout]) -> tuple[list[str], list[Grade]]:
         """Stage 2: decoded responses and their grades."""
-        texts = self.tokenizer.batch_decode([r.response_ids for r in rollouts], skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(
+            [r.response_ids for r in rollouts], skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
         grades = self.score_fn(texts, [problems[r.prompt_index].answer for r in rollouts])
         if len(grades) != len(rollouts):
             raise ValueError(f"score_fn returned {len(grades)} grades for {len(rollouts)} responses")
@@ -432,17 +440,19 @@ def with_log_ratio_diagnostics(loss_fn: Callable, threshold: float = LOG_RATIO_T
 
 
 def reduce_update_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """verl returns one value per micro-batch (or mini-batch, for grad_norm and lr); reduce them per step.
+    """verl returns one value per micro-batch (or per mini-batch, for grad_norm, lr and the loss); reduce them per
+    step: ``*_max`` keys take the max, ``diag/nonfinite*`` counters the sum, everything else the mean.
 
-    Means, except: ``grad_norm`` also gets its max; non-finite grad norms and non-finite losses are counted
-    (verl skips the optimizer step for a non-finite grad norm); ``*_abs_max`` keys take the max.
+    Non-finite gradient norms are counted (verl skips the optimizer step for them). verl's ``mfu`` is dropped: it
+    divides by a GPU's peak FLOP rate, which means nothing on a CPU.
     """
     from verl.utils.metric.utils import Metric
 
     reduced: dict[str, float] = {}
     for key, values in metrics.items():
-        if isinstance(values, Metric):
-            values = [values.aggregate()] if hasattr(values, "aggregate") else values.values
+        if key == "mfu":
+            continue
+        values = [values.aggregate()] if isinstance(values, Metric) else values
         values = values if isinstance(values, list) else [values]
         numbers = np.array([float(v.item() if isinstance(v, torch.Tensor) else v) for v in values], dtype=np.float64)
         name = key if key.startswith(("actor/", "diag/", "perf/")) else f"actor/{key}"
@@ -451,7 +461,7 @@ def reduce_update_metrics(metrics: dict[str, Any]) -> dict[str, float]:
             reduced["diag/nonfinite_grad_norm_steps"] = float(np.sum(~np.isfinite(numbers)))
         if key.startswith("diag/nonfinite"):
             reduced[name] = float(np.sum(numbers))
-        elif key.endswith("_abs_max"):
+        elif key.endswith("_max"):
             reduced[name] = float(np.max(numbers))
         else:
             reduced[name] = float(np.mean(numbers))

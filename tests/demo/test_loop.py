@@ -229,7 +229,9 @@ def test_update_metrics_are_reduced_per_step():
             "grad_norm": [1.0, math.inf],
             "diag/nonfinite_loss": [0.0, 1.0],
             "diag/log_ratio_abs_max": [0.2, 0.7],
+            "actor/mhpo/grad_multiplier_max": [1.5, 1.2],
             "lr": 1e-5,
+            "mfu": [0.4],
         }
     )
     assert reduced["actor/pg_loss"] == 1.0
@@ -237,7 +239,9 @@ def test_update_metrics_are_reduced_per_step():
     assert reduced["diag/nonfinite_grad_norm_steps"] == 1.0
     assert reduced["diag/nonfinite_loss"] == 1.0
     assert reduced["diag/log_ratio_abs_max"] == 0.7
+    assert reduced["actor/mhpo/grad_multiplier_max"] == 1.5
     assert reduced["actor/lr"] == 1e-5
+    assert "actor/mfu" not in reduced and "mfu" not in reduced
 
 
 def test_demo_config_rejects_bad_values_by_name():
@@ -245,6 +249,8 @@ def test_demo_config_rejects_bad_values_by_name():
         DemoConfig(steps=0)
     with pytest.raises(ValueError, match="must be a multiple of ppo_mini_batch_size"):
         DemoConfig(prompts_per_step=6, ppo_mini_batch_size=4)
+    with pytest.raises(ValueError, match=r"micro_batch_size \(4\) must divide the sequences of a mini-batch"):
+        DemoConfig(prompts_per_step=2, samples_per_prompt=2, ppo_mini_batch_size=1, micro_batch_size=4)
     with pytest.raises(ValueError, match="train_dtype must be one of"):
         DemoConfig(train_dtype="fp16")
     with pytest.raises(ValueError, match="temperature must be > 0"):

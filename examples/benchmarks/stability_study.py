@@ -727,15 +727,18 @@ def _json_ready(value: Any) -> Any:
 
 PANELS = (
     ("reward (moving average)", "reward/mean"),
-    ("gradient norm, largest update per step", "actor/grad_norm_max"),
+    ("gradient norm per update (log)", GRAD_NORMS_KEY),
+    ("gradient norm / run median (log)", "normalised"),
     ("entropy", "actor/entropy"),
     ("tokens with |log r| > 0.5", "diag/log_ratio_over_0.5"),
 )
+"""Columns of ``curves.png``: (title, what is drawn). Reward, entropy and drift are means over seeds; gradient norms
+are drawn per seed and per optimizer update (a spike in one seed must stay visible), updates without any learning
+signal (norm 0) left out."""
 
 
 def plot_study(results: Sequence[RunResult], path: Path) -> Path:
-    """One PNG: a row per (regime, method group), a column per metric; reward, entropy and drift are means over
-    seeds, gradient norms are drawn per seed (a spike in one seed must stay visible)."""
+    """One PNG with every curve: a row per regime (and one for the ablation), a column per :data:`PANELS` entry."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -747,38 +750,54 @@ def plot_study(results: Sequence[RunResult], path: Path) -> Path:
         ("off-policy, MHPO ablation", "off_policy", True),
     ]
     rows = [row for row in rows if any(_in_row(result, row) for result in results)]
-    figure, axes = plt.subplots(max(1, len(rows)), len(PANELS), figsize=(5 * len(PANELS), 3.6 * max(1, len(rows))),
-                                squeeze=False)
-    colors = {name: plt.get_cmap("tab20")(index % 20) for index, name in enumerate(ARMS)}
+    height = max(1, len(rows))
+    figure, axes = plt.subplots(height, len(PANELS), figsize=(4.6 * len(PANELS), 3.6 * height), squeeze=False)
+    palette = [*plt.get_cmap("tab10").colors, (0.0, 0.0, 0.0)]
+    colors = {name: palette[index % len(palette)] for index, name in enumerate(ARMS)}
     for axes_row, row in zip(axes, rows):
         members = [result for result in results if _in_row(result, row)]
         arms = [name for name in ARMS if any(r.record["arm"] == name for r in members)]
         for axis, (title, key) in zip(axes_row, PANELS):
             for arm in arms:
                 runs = [r for r in members if r.record["arm"] == arm]
-                color = colors.get(arm)
-                if key == "actor/grad_norm_max":
+                if key in (GRAD_NORMS_KEY, "normalised"):
                     for number, run in enumerate(runs):
-                        axis.plot(_series(run.steps, key), color=color, alpha=0.8, linewidth=1,
-                                  label=arm if number == 0 else None)
+                        steps, norms = _update_norms(run, relative=key == "normalised")
+                        axis.plot(steps, norms, color=colors[arm], alpha=0.75, linewidth=0.8, marker=".",
+                                  markersize=3, label=arm if number == 0 else None)
                     continue
                 series = [_series(run.steps, key) for run in runs]
                 length = min(map(len, series))
                 mean = [_finite_mean(s[i] for s in series) for i in range(length)]
                 if key == "reward/mean":
                     mean = moving_average(mean, max(1, length // 4))
-                axis.plot(mean, color=color, linewidth=1.5, label=arm)
-            if key == "actor/grad_norm_max" and _has_positive(axis):
-                # Log scale: a spike reads as a multiple of the typical norm, whatever a method's overall scale.
+                axis.plot(mean, color=colors[arm], linewidth=1.5, label=arm)
+            if key in (GRAD_NORMS_KEY, "normalised") and _has_positive(axis):
                 axis.set_yscale("log")
+            if key == "normalised":
+                axis.axhline(SPIKE_FACTOR, color="red", linewidth=0.8, linestyle="--")
             axis.set_title(f"{row[0]}: {title}", fontsize=10)
             axis.set_xlabel("step")
             axis.grid(alpha=0.3)
         axes_row[0].legend(fontsize=7, ncol=2)
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=80)
     plt.close(figure)
     return path
+
+
+def _update_norms(result: RunResult, relative: bool) -> tuple[list[float], list[float]]:
+    """(x, norm) of every optimizer update with a finite, non-zero norm; x = step + k / updates in the step.
+    ``relative`` divides by the run's median, the scale the spike count uses."""
+    median = grad_norm_spikes(n for row in result.steps for n in row.get(GRAD_NORMS_KEY, []))["median"]
+    xs, ys = [], []
+    for row in result.steps:
+        norms = row.get(GRAD_NORMS_KEY, [])
+        for index, norm in enumerate(norms):
+            if norm is not None and math.isfinite(norm) and norm > 0:
+                xs.append(row["step"] + index / len(norms))
+                ys.append(norm / median if relative else norm)
+    return xs, ys
 
 
 def _has_positive(axis: Any) -> bool:

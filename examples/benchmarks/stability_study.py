@@ -53,6 +53,8 @@ from mhpo_verl.recipes import ALGORITHMS
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "stability"
 SPIKE_FACTOR = 5.0
 """An optimizer update whose gradient norm exceeds this multiple of the run's median counts as a spike."""
+GRAD_CLIP = 1.0
+"""verl's ``actor.optim.clip_grad`` default, kept by every run: updates above it were scaled down to it."""
 
 _ACTOR = "actor_rollout_ref.actor"
 _POLICY_LOSS = f"{_ACTOR}.policy_loss"
@@ -513,13 +515,15 @@ def train_run(folder: Path, make_trainer: Callable[[DemoConfig], Any] = make_rec
 # Statistics
 
 
-def grad_norm_spikes(norms: Iterable[float | None], factor: float = SPIKE_FACTOR) -> dict[str, float]:
+def grad_norm_spikes(
+    norms: Iterable[float | None], factor: float = SPIKE_FACTOR, clip: float = GRAD_CLIP
+) -> dict[str, float]:
     """Spike statistics of one run's per-update gradient norms.
 
     Non-finite norms (``None`` in the stored files) are counted apart, as NaN/Inf events. Exact zeros are updates
     whose mini-batch had no learning signal (every advantage 0: all answers in each group equally good); they are
     counted apart too, as they say nothing about stability and would drag the median down. A spike is an update
-    above ``factor`` times the median of the rest.
+    above ``factor`` times the median of the rest; ``clipped`` counts the updates above ``clip``.
     """
     values = list(norms)
     finite = [float(v) for v in values if v is not None and math.isfinite(v)]
@@ -528,6 +532,7 @@ def grad_norm_spikes(norms: Iterable[float | None], factor: float = SPIKE_FACTOR
         "updates": float(len(values)),
         "zero_updates": float(len(finite) - len(signal_norms)),
         "nonfinite_updates": float(len(values) - len(finite)),
+        "clipped": float(sum(v > clip for v in signal_norms)),
     }
     if not signal_norms:
         return {**stats, "median": math.nan, "max": math.nan, "max_over_median": math.nan, "spikes": 0.0}
@@ -615,7 +620,7 @@ def cell_statistics(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     cell["grad_norm_median"] = mean_and_spread(g["median"] for g in grad)
     cell["grad_norm_max_over_median"] = mean_and_spread(g["max_over_median"] for g in grad)
     cell["grad_norm_max_over_median_worst"] = max((g["max_over_median"] for g in grad), default=math.nan)
-    for name in ("spikes", "updates", "zero_updates", "nonfinite_updates"):
+    for name in ("spikes", "updates", "zero_updates", "nonfinite_updates", "clipped"):
         cell[f"grad_norm_{name}"] = sum(g[name] for g in grad)
     cell["log_ratio_abs_max"] = max(run["log_ratio_abs_max"] for run in runs)
     cell["nonfinite_events"] = sum(run["nonfinite_events"] for run in runs)
@@ -655,18 +660,21 @@ def _number(value: float, digits: int = 1) -> str:
 
 TABLE_HEADER = (
     "| regime | method | seeds | final reward | best reward | final accuracy | grad-norm median | max / median "
-    "(worst seed) | updates > 5x median | entropy first → final | tokens with \\|log r\\| > 0.5 | NaN/Inf |"
+    "(worst seed) | updates > 5x median | updates clipped at 1.0 | entropy first → final "
+    "| tokens with \\|log r\\| > 0.5 | NaN/Inf |"
 )
 
 
 def table_row(cell: dict[str, Any]) -> str:
     first, final = cell["entropy_first"][0], cell["entropy_final"][0]
-    spikes = f"{cell['grad_norm_spikes']:.0f} of {cell['grad_norm_updates'] - cell['grad_norm_zero_updates']:.0f}"
+    with_signal = cell["grad_norm_updates"] - cell["grad_norm_zero_updates"] - cell["grad_norm_nonfinite_updates"]
+    spikes = f"{cell['grad_norm_spikes']:.0f} of {with_signal:.0f}"
+    clipped = f"{cell['grad_norm_clipped']:.0f} of {with_signal:.0f}"
     return (
         f"| {cell['regime']} | {cell['arm']} | {len(cell['seeds'])} | {_pm(cell['reward_final'])} | "
         f"{_pm(cell['reward_best'])} | {_pm(cell['accuracy_final'])} | {_pm(cell['grad_norm_median'])} | "
         f"{_pm(cell['grad_norm_max_over_median'], 1)} ({_number(cell['grad_norm_max_over_median_worst'])}) | "
-        f"{spikes} | {first:.3f} → {final:.3f} | {100 * cell['log_ratio_over_0.5'][0]:.2f}% | "
+        f"{spikes} | {clipped} | {first:.3f} → {final:.3f} | {100 * cell['log_ratio_over_0.5'][0]:.2f}% | "
         f"{cell['nonfinite_events']:.0f} |"
     )
 
@@ -691,7 +699,7 @@ CSV_COLUMNS = (
     "regime", "arm", "seeds", *[f"{name}_{part}" for name in CELL_FIGURES for part in ("mean", "sd")],
     "grad_norm_median_mean", "grad_norm_median_sd", "grad_norm_max_over_median_mean", "grad_norm_max_over_median_sd",
     "grad_norm_max_over_median_worst", "grad_norm_spikes", "grad_norm_updates", "grad_norm_zero_updates",
-    "grad_norm_nonfinite_updates", "log_ratio_abs_max", "nonfinite_events", "wall_s",
+    "grad_norm_nonfinite_updates", "grad_norm_clipped", "log_ratio_abs_max", "nonfinite_events", "wall_s",
 )
 
 

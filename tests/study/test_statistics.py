@@ -23,6 +23,7 @@ def test_a_spike_is_an_update_strictly_above_five_times_the_median(study):
 def test_zero_and_non_finite_norms_are_counted_apart_not_in_the_median(study):
     stats = study.grad_norm_spikes([0.0, 0.0, 0.0, 1.0, 2.0, 3.0, None, float("nan"), float("inf")])
     assert stats["median"] == 2.0
+    assert stats["clipped"] == 2  # 2.0 and 3.0 exceed verl's clip_grad of 1.0; 1.0 does not
     assert stats["zero_updates"] == 3
     assert stats["nonfinite_updates"] == 3
     assert stats["updates"] == 9
@@ -151,6 +152,9 @@ def test_markdown_table_rows_show_the_cell_figures(study):
     assert row["final reward"] == "0.500 ± 0.141"
     assert row["max / median (worst seed)"] == "4.5 ± 4.9 (8.0)"
     assert row["updates > 5x median"] == "1 of 8"
+    assert row["updates clipped at 1.0"] == "1 of 8"  # the norm of 8; the norms of exactly 1.0 are not clipped
+    grpo_row = next(line for line in lines if line.startswith("| on_policy | grpo |"))
+    assert "| 8 of 8 |" in grpo_row
     assert row["entropy first → final"] == "0.500 → 0.500"
     # the separator has as many columns as the header
     assert lines[3].count("|") == study.TABLE_HEADER.count("|") - study.TABLE_HEADER.count("\\|")

@@ -12,8 +12,10 @@ GPU that is not there. This module adds the missing platform:
   verl's FSDP2 engines under the ``cpu`` device key of verl's ``EngineRegistry``, which lists them only for
   ``cuda``/``npu``, and exports ``VERL_PLATFORM=cpu`` plus ``VERL_USE_EXTERNAL_MODULES`` so that processes started
   from here (Ray workers) enable it too when they ``import verl``.
-* :func:`init_process_group` starts the ``gloo`` process group. verl's own helper asks torch for the backend
-  string ``"cpu:gloo,<device>:<backend>"``, which torch rejects when the device is itself the CPU.
+* verl's workers start their process group with ``initialize_global_process_group_ray()``, which asks torch for
+  the backend ``"cpu:gloo,<device>:<backend>"``; torch rejects ``"cpu:gloo,cpu:gloo"``. :func:`enable` makes that
+  helper default to plain ``gloo`` (an explicit ``backend=`` still wins), so verl's ``TrainingWorker`` also starts
+  inside Ray workers. :func:`init_process_group` starts the group for a single process without Ray.
 
 Only the FSDP2 strategy works on the CPU: FSDP1 in verl hard-codes ``sync_module_states=True``, which needs a GPU.
 Attention must be ``sdpa`` (not flash-attention) and ``use_torch_compile`` off.
@@ -251,6 +253,7 @@ def enable() -> PlatformCPU:
         )
     if not is_enabled():
         set_platform(PlatformCPU())
+    _default_to_gloo_process_groups()
     _register_cpu_engines()
     _export_to_child_processes()
     return _platform_manager._current_platform
@@ -282,6 +285,22 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _default_to_gloo_process_groups() -> None:
+    # verl's workers call initialize_global_process_group_ray() with no backend, which then asks torch for
+    # "cpu:gloo,<device>:<backend>" -- "cpu:gloo,cpu:gloo" here, which torch rejects. Default the backend to gloo.
+    from verl.utils import distributed
+
+    original = distributed.initialize_global_process_group_ray
+    if getattr(original, "_cpu_platform_default", False):
+        return
+
+    def initialize_global_process_group_ray(timeout_second: int | None = None, backend: str | None = None) -> None:
+        return original(timeout_second=timeout_second, backend=backend or "gloo")
+
+    initialize_global_process_group_ray._cpu_platform_default = True
+    distributed.initialize_global_process_group_ray = initialize_global_process_group_ray
 
 
 def _register_cpu_engines() -> None:

@@ -66,7 +66,10 @@ def test_enable_switches_verl_to_the_cpu_and_files_the_fsdp2_engine():
         assert not platform_cpu.is_enabled()
         platform_cpu.enable()
         platform_cpu.enable()  # idempotent
-        platform_cpu.init_process_group()
+        # What verl's TrainingWorker calls in a Ray worker (whose env carries the rendezvous address).
+        os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(platform_cpu._free_port()))
+        from verl.utils.distributed import initialize_global_process_group_ray
+        initialize_global_process_group_ray(timeout_second=None)
         from verl.utils.device import get_device_id, get_device_name, get_nccl_backend
         from verl.workers.engine import EngineRegistry
         value = torch.ones(2)
@@ -78,6 +81,7 @@ def test_enable_switches_verl_to_the_cpu_and_files_the_fsdp2_engine():
             "backend": get_nccl_backend(),
             "engine": EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__,
             "all_reduce": value.tolist(),
+            "process_group_backend": torch.distributed.get_backend(),
             "env_platform": os.environ["VERL_PLATFORM"],
             "env_modules": os.environ["VERL_USE_EXTERNAL_MODULES"],
         }))
@@ -90,6 +94,7 @@ def test_enable_switches_verl_to_the_cpu_and_files_the_fsdp2_engine():
         "backend": "gloo",
         "engine": "FSDPEngineWithLMHead",
         "all_reduce": [1.0, 1.0],
+        "process_group_backend": "gloo",
         "env_platform": "cpu",
         "env_modules": "mhpo_verl.platform_cpu",
     }

@@ -203,11 +203,13 @@ class PlatformCPU(PlatformBase):
         return None
 
     def ray_resource_name(self) -> str:
-        return "CPU"
+        # verl places training workers on Ray's accelerator resource and its resource check counts only GPU/NPU.
+        # On the CPU platform a Ray "GPU" is a logical slot for one training process: start Ray with
+        # num_gpus=<training processes>. Nothing in such a process touches CUDA (enable() refuses if it could).
+        return "GPU"
 
     def ray_resource_options(self, num_gpus: float) -> dict[str, Any]:
-        # Ray reserves "CPU" as a built-in resource: it must be requested with num_cpus, not as a custom resource.
-        return {"num_cpus": num_gpus}
+        return {"num_gpus": num_gpus}
 
     def ray_noset_envvars(self) -> list[str]:
         return []

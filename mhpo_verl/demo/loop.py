@@ -142,8 +142,8 @@ class DemoConfig:
         return self.prompts_per_step * self.samples_per_prompt
 
 
-def verl_overrides(config: DemoConfig, model_path: Path) -> list[str]:
-    """The Hydra overrides that turn verl's PPO config into this run's CPU configuration."""
+def cpu_actor_overrides(config: DemoConfig, model_path: Path) -> list[str]:
+    """Hydra overrides that turn verl's PPO config into this run's CPU actor (without ``config.overrides``)."""
     actor = "actor_rollout_ref.actor"
     estimator = config.adv_estimator or LOSS_NAME
     overrides = [
@@ -175,18 +175,29 @@ def verl_overrides(config: DemoConfig, model_path: Path) -> list[str]:
     ]
     if config.loss_agg_mode is not None:
         overrides.append(f"{actor}.loss_agg_mode={config.loss_agg_mode}")
-    return [*overrides, *config.overrides]
+    return overrides
+
+
+def verl_overrides(config: DemoConfig, model_path: Path) -> list[str]:
+    """All Hydra overrides of the run: the CPU actor's, then the user's (which therefore win)."""
+    return [*cpu_actor_overrides(config, model_path), *config.overrides]
+
+
+def verl_config_source(loss_mode: str) -> tuple[Path, str]:
+    """(folder, name) of the Hydra config a run starts from: the project's ``mhpo_trainer`` for the mhpo loss
+    (the paper's settings), verl's own ``ppo_trainer`` for any other loss."""
+    import verl
+
+    if loss_mode == LOSS_NAME:
+        return configs_dir(), "mhpo_trainer"
+    return Path(verl.__file__).parent / "trainer" / "config", "ppo_trainer"
 
 
 def compose_verl_config(config: DemoConfig, model_path: Path) -> Any:
-    """verl's full trainer config for this run: ``mhpo_trainer`` for the mhpo loss, verl's ``ppo_trainer`` else."""
-    import verl
+    """verl's full trainer config for this run (see :func:`verl_config_source`)."""
     from hydra import compose, initialize_config_dir
 
-    if config.loss_mode == LOSS_NAME:
-        config_dir, config_name = configs_dir(), "mhpo_trainer"
-    else:
-        config_dir, config_name = Path(verl.__file__).parent / "trainer" / "config", "ppo_trainer"
+    config_dir, config_name = verl_config_source(config.loss_mode)
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         return compose(config_name=config_name, overrides=verl_overrides(config, model_path))
 

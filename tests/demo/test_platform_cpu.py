@@ -37,7 +37,9 @@ def test_platform_answers_like_a_single_cpu_device():
     assert platform.device_count() == 1
     assert platform.get_device_capability() == (None, None)
     assert platform.is_ipc_supported() is False
-    assert platform.ray_resource_options(2) == {"num_cpus": 2}
+    # verl's resource check counts GPU/NPU only: on the CPU a Ray "GPU" is a logical training slot.
+    assert platform.ray_resource_name() == "GPU"
+    assert platform.ray_resource_options(2) == {"num_gpus": 2}
     with platform.nvtx_range("no-op"):
         pass
 

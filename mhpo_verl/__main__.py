@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("mhpo_verl.data.__main__", "convert math datasets into verl's parquet schema"),
     "train": ("mhpo_verl.launch", "build (or --dry-run print) a verl main_ppo command from a recipe"),
     "demo": ("mhpo_verl.demo.__main__", "train a small LM with MHPO on CPU through verl's actor update"),
+    "cpu-main-ppo": ("mhpo_verl.demo.main_ppo", "the same run through verl's full main_ppo trainer, on CPU"),
     "eval": ("mhpo_verl.eval.__main__", "avg@k / pass@k on MATH500, AIME, AMC, HMMT"),
 }
 

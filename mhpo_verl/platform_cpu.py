@@ -49,7 +49,8 @@ class CPUDeviceModule:
 
     Synchronisation, streams and cache control are no-ops on the CPU. Memory statistics describe host memory: what
     verl logs as "allocated" and "reserved" is this process's resident set, and the maxima are its peak resident
-    set, which the kernel keeps and which therefore cannot be reset.
+    set (Linux ``VmHWM``, which ``reset_peak_memory_stats`` resets through ``/proc/self/clear_refs``, so verl's
+    per-step peaks mean the same as on a GPU; elsewhere the never-reset ``ru_maxrss``).
     """
 
     Stream = torch.cpu.Stream
@@ -102,7 +103,11 @@ class CPUDeviceModule:
 
     @staticmethod
     def reset_peak_memory_stats(device: Any = None) -> None:
-        return None
+        try:
+            with open("/proc/self/clear_refs", "w") as clear_refs:
+                clear_refs.write("5")  # Linux >= 4.0: resets VmHWM to the current resident set
+        except OSError:
+            pass  # not Linux: the peak stays the process lifetime's
 
     @staticmethod
     def reset_accumulated_memory_stats(device: Any = None) -> None:
@@ -121,13 +126,27 @@ class CPUDeviceModule:
 
     @classmethod
     def max_memory_allocated(cls, device: Any = None) -> int:
-        # ru_maxrss is in KiB on Linux (bytes on macOS), and the kernel updates it lazily: it can trail the
-        # current resident set, which is itself a lower bound of the peak.
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak = peak if sys.platform == "darwin" else peak * 1024
+        peak = _resident_high_water_mark()
+        if peak is None:
+            # ru_maxrss is in KiB on Linux (bytes on macOS) and never reset.
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak = peak if sys.platform == "darwin" else peak * 1024
+        # the kernel updates the high-water mark lazily: it can trail the current resident set
         return max(peak, cls.memory_allocated())
 
     max_memory_reserved = max_memory_allocated
+
+
+def _resident_high_water_mark() -> int | None:
+    """Peak resident set in bytes since the last reset (Linux ``VmHWM``), or None where /proc has no such line."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 @PlatformRegistry.register(platform=PLATFORM_NAME)

@@ -140,3 +140,18 @@ def test_child_processes_pick_the_platform_up_at_import_verl():
         env={"VERL_PLATFORM": "cpu", "VERL_USE_EXTERNAL_MODULES": "mhpo_verl.platform_cpu"},
     )
     assert report == {"device": "cpu"}
+
+
+def test_peak_memory_can_be_reset_like_on_a_gpu():
+    """verl resets the peak before a stage and reads it after: the CPU peak must follow the same protocol."""
+    device = CPUDeviceModule()
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    with_block = device.max_memory_allocated()
+    del block
+    device.reset_peak_memory_stats()
+    after_reset = device.max_memory_allocated()
+    assert after_reset <= with_block - 48 * 2**20  # the freed 64 MiB no longer count towards the peak
+    assert after_reset >= device.memory_allocated() - 8 * 2**20
+    block = torch.ones(64 * 2**20 // 4)
+    assert device.max_memory_allocated() >= after_reset + 48 * 2**20
+    del block

@@ -17,6 +17,7 @@ an interrupted one is discarded and redone from scratch. ``--report-only`` rebui
 ``summary.csv``, ``table.md`` and ``curves.png`` from the run folders.
 
     python examples/benchmarks/stability_study.py                      # the whole study (resumes), then the report
+    python examples/benchmarks/stability_study.py --jobs 2             # 2 runs at a time, 1 thread each
     python examples/benchmarks/stability_study.py --list               # the plan and what is finished
     python examples/benchmarks/stability_study.py --report-only        # tables and curves from the committed runs
     python examples/benchmarks/stability_study.py --arms mhpo grpo --regimes off_policy --steps 2 --out /tmp/s
@@ -34,14 +35,15 @@ import csv
 import dataclasses
 import json
 import math
-import resource
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,18 +356,56 @@ def run_study(
     settings: StudySettings,
     execute: Executor,
     log: Callable[[str], None] = print,
+    jobs: int = 1,
 ) -> list[str]:
-    """Run every unfinished run of ``plan``; returns the ids of the runs that failed (the others went on)."""
-    failed = []
+    """Run every unfinished run of ``plan``, ``jobs`` at a time; returns the ids of the runs that failed (the others
+    went on). An exception other than a failed run (Ctrl-C, SIGTERM) ends the runs under way and propagates."""
+    if jobs < 1:
+        raise StudyError(f"jobs must be at least 1, got {jobs}")
     pending = [spec for spec in plan if not store.is_finished(spec, settings)]
     log(f"[study] {len(plan) - len(pending)} of {len(plan)} runs already finished, {len(pending)} to go")
     store.logs.mkdir(parents=True, exist_ok=True)
-    for number, spec in enumerate(pending, 1):
+
+    def run_one(number: int, spec: RunSpec) -> dict[str, float]:
         folder = store.start(spec, settings)
         log(f"[study] {number}/{len(pending)} {spec.run_id} ...")
+        timing = execute(spec, folder, store.logs / f"{spec.run_id}.log")
+        store.finish(spec, timing)
+        return timing
+
+    failed = []
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="study-run")
+    try:
+        futures: dict[Future, RunSpec] = {}
+        # Submitted as slots free up, so that an interruption leaves nothing queued behind the runs under way.
+        for number, spec in enumerate(pending, 1):
+            while len(futures) >= jobs:
+                failed += _collect(_wait_for_one(futures), futures, store, log)
+            futures[pool.submit(run_one, number, spec)] = spec
+        while futures:
+            failed += _collect(_wait_for_one(futures), futures, store, log)
+    except BaseException:
+        stop_children()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return failed
+
+
+def _wait_for_one(futures: dict[Future, RunSpec]) -> set[Future]:
+    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+    return done
+
+
+def _collect(
+    done: set[Future], futures: dict[Future, RunSpec], store: RunStore, log: Callable[[str], None]
+) -> list[str]:
+    """Report the finished futures (re-raising anything but a failed run); returns the ids of the failed runs."""
+    failed = []
+    for future in done:
+        spec = futures.pop(future)
         try:
-            timing = execute(spec, folder, store.logs / f"{spec.run_id}.log")
-            store.finish(spec, timing)
+            timing = future.result()
         except StudyError as error:
             failed.append(spec.run_id)
             log(f"[study] {spec.run_id} FAILED: {error}")
@@ -379,39 +419,65 @@ def run_study(
     return failed
 
 
-def execute_in_child(spec: RunSpec, folder: Path, log_path: Path) -> dict[str, float]:
-    """Train one run in a child process (this script with ``--run-one``), its output going to ``log_path``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+_LIVE_CHILDREN: set[subprocess.Popen] = set()
+_LIVE_CHILDREN_LOCK = threading.Lock()
+
+
+def stop_children() -> None:
+    """Terminate every run child under way (the study was interrupted): none is left running behind it."""
+    with _LIVE_CHILDREN_LOCK:
+        children = list(_LIVE_CHILDREN)
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def execute_in_child(spec: RunSpec, folder: Path, log_path: Path, threads: int | None = None) -> dict[str, float]:
+    """Train one run in a child process (this script with ``--run-one``), its output going to ``log_path``.
+
+    ``threads``: the child's intra-op threads (default: every core). The CPU time is the child's own (``wait4``),
+    so it stays right when several runs share the machine.
+    """
+    command = [sys.executable, str(Path(__file__).resolve()), "--run-one", str(folder)]
+    if threads is not None:
+        command += ["--threads", str(threads)]
     started = time.perf_counter()
     with log_path.open("w") as log:
-        child = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--run-one", str(folder)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_end_with_parent,
-        )
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_end_with_parent)
+        with _LIVE_CHILDREN_LOCK:
+            _LIVE_CHILDREN.add(child)
         try:
-            code = child.wait()
+            _, status, usage = os.wait4(child.pid, 0)
+            child.returncode = code = os.waitstatus_to_exitcode(status)
         except BaseException:
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            stop_children()
             raise
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        finally:
+            with _LIVE_CHILDREN_LOCK:
+                _LIVE_CHILDREN.discard(child)
     if code != 0:
         tail = log_path.read_text(errors="replace")[-1500:]
         raise StudyError(f"exit status {code}; the end of {log_path}:\n{tail}")
-    return {
-        "wall_s": time.perf_counter() - started,
-        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-    }
+    return {"wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime}
+
+
+def child_executor(jobs: int) -> Executor:
+    """The executor for ``jobs`` runs at a time: one run uses every core; several split the cores between them."""
+    if jobs == 1:
+        return execute_in_child
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    return lambda spec, folder, log_path: execute_in_child(spec, folder, log_path, threads=threads)
 
 
 def _end_with_parent() -> None:
-    """In the child, before exec: receive SIGTERM when the study process dies (Linux), so no run is left behind."""
+    """In the child, before exec: receive SIGTERM when the thread that started it ends (Linux), so no run is left
+    behind a dead study. The thread is a pool worker that lives until the study ends."""
     try:
         import ctypes
 
@@ -488,13 +554,15 @@ def make_recording_trainer(config: DemoConfig) -> Any:
     return trainer
 
 
-def train_run(folder: Path, make_trainer: Callable[[DemoConfig], Any] = make_recording_trainer) -> None:
+def train_run(
+    folder: Path, make_trainer: Callable[[DemoConfig], Any] = make_recording_trainer, threads: int | None = None
+) -> None:
     """Train the run described by ``folder/config.json``, appending each step to ``folder/metrics.jsonl``."""
     from mhpo_verl.demo.loop import configure_threads
 
     record = json.loads((Path(folder) / "config.json").read_text())
     config = DemoConfig(**record["demo_config"])
-    threads = configure_threads()
+    threads = configure_threads(threads)
     started = time.perf_counter()
     trainer = make_trainer(config)
     print(f"[run] {record['run_id']}: ready in {time.perf_counter() - started:.0f} s, {threads} threads", flush=True)
@@ -861,14 +929,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cache-dir", default=None, help="where the converted model is cached")
     add("--list", action="store_true", help="print the plan and which runs are finished, then stop")
     add("--report-only", action="store_true", help="rebuild the summary, table and curves from the finished runs")
+    add("--jobs", type=int, default=1, help="runs at a time, each with cores/jobs threads (default: 1)")
     add("--run-one", type=Path, default=None, help=argparse.SUPPRESS)
+    add("--threads", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run_one is not None:
-        train_run(args.run_one)
+        train_run(args.run_one, threads=args.threads)
         return 0
     settings = dataclasses.replace(
         StudySettings(),
@@ -889,7 +959,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             # A SIGTERM (kill, nohup'd study stopped) unwinds like Ctrl-C, so the running child is ended too.
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-            failed = run_study(plan, store, settings, execute_in_child)
+            failed = run_study(plan, store, settings, child_executor(args.jobs), jobs=args.jobs)
         missing = [spec.run_id for spec in plan if not store.final_dir(spec.run_id).is_dir()]
         report = write_report(store, settings, missing)
     except StudyError as error:

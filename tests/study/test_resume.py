@@ -6,6 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
@@ -214,3 +218,82 @@ def test_every_arm_composes_into_a_valid_verl_config(study):
                 for key, value in spec.arm.loss_options:
                     got = getattr(options, key)
                     assert got == value if isinstance(got, str) else math.isclose(got, float(value))
+
+
+class ConcurrentExecutor(FakeExecutor):
+    """A FakeExecutor that counts how many runs are under way at once; every run but the crashing one takes
+    ``seconds``."""
+
+    def __init__(self, seconds=0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.running = self.most_at_once = 0
+
+    def __call__(self, spec, folder, log_path):
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if spec.run_id != self.crash:
+                time.sleep(self.seconds)
+            return super().__call__(spec, folder, log_path)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_jobs_run_that_many_runs_at_once_and_finish_every_run(study, settings, tmp_path):
+    plan = study.build_plan(settings, arms=["mhpo", "grpo", "dapo"], regimes=["on_policy"])
+    store = study.RunStore(tmp_path)
+    executor = ConcurrentExecutor()
+    assert study.run_study(plan, store, settings, executor, log=quiet, jobs=2) == []
+    assert executor.most_at_once == 2
+    assert sorted(executor.calls) == sorted(spec.run_id for spec in plan)
+    assert all(store.is_finished(spec, settings) for spec in plan)
+
+
+def test_an_interrupted_parallel_study_propagates_and_resumes_cleanly(study, settings, tmp_path):
+    plan = study.build_plan(settings, arms=["mhpo", "grpo", "dapo"], regimes=["on_policy"])
+    store = study.RunStore(tmp_path)
+    victim = plan[0].run_id
+    interrupted = ConcurrentExecutor(seconds=1.0, crash=victim, crash_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study(plan, store, settings, interrupted, log=quiet, jobs=2)
+    assert not store.is_finished(plan[0], settings)
+    assert not store.is_finished(plan[2], settings)  # never started: nothing was left queued behind the interruption
+    resumed = FakeExecutor()
+    assert study.run_study(plan, store, settings, resumed, log=quiet, jobs=2) == []
+    assert victim in resumed.calls and plan[2].run_id in resumed.calls
+    assert all(store.is_finished(spec, settings) for spec in plan)
+
+
+def test_jobs_below_one_is_named(study, settings, tmp_path):
+    with pytest.raises(study.StudyError, match="jobs must be at least 1, got 0"):
+        study.run_study(small_plan(study, settings), study.RunStore(tmp_path), settings, FakeExecutor(), jobs=0)
+
+
+def test_stop_children_ends_every_run_under_way(study):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with study._LIVE_CHILDREN_LOCK:
+        study._LIVE_CHILDREN.add(child)
+    try:
+        study.stop_children()
+        assert child.poll() is not None
+    finally:
+        with study._LIVE_CHILDREN_LOCK:
+            study._LIVE_CHILDREN.discard(child)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_parallel_jobs_split_the_cores_between_runs(study, monkeypatch):
+    assert study.child_executor(1) is study.execute_in_child
+    seen = {}
+    monkeypatch.setattr(study, "execute_in_child", lambda spec, folder, log, threads=None: seen.update(threads=threads))
+    monkeypatch.setattr(study.os, "sched_getaffinity", lambda _pid: set(range(8)))
+    study.child_executor(4)(None, None, None)
+    assert seen == {"threads": 2}
+    study.child_executor(16)(None, None, None)
+    assert seen == {"threads": 1}

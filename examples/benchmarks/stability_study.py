@@ -129,7 +129,8 @@ ABLATION_REGIMES = ("off_policy",)
 
 @dataclass(frozen=True)
 class StudySettings:
-    """What every run shares (sized so that the whole study fits in about 90 minutes on 2 quiet cores)."""
+    """What every run shares. Sized for a 2-core machine: the 34 runs took 157 min one at a time, about 95-100 min
+    with ``--jobs 2`` (README); fewer steps or samples leave too little learning signal to compare methods."""
 
     steps: int = 12
     seeds: tuple[int, ...] = (0, 1)

@@ -103,28 +103,25 @@ def test_closing_leaves_no_process_behind():
         pool.call("math:gcd", (1, 1), timeout_s=5)
 
 
-def test_an_idle_worker_exits_when_its_parent_dies(tmp_path):
+def assert_worker_exits_when_its_parent_is_killed(tmp_path, parent_body: str, settle_s: float = 0.0) -> None:
+    """Run ``parent_body`` (which starts ``worker`` and prints its pid) in a parent process, SIGKILL the parent,
+    and expect the worker to be gone soon after: no grader process outlives a killed Ray worker."""
     script = tmp_path / "parent.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import sys, time
-            from reward_fns.bounded import Worker
-            worker = Worker()
-            worker.start()
-            print(worker.pid, flush=True)
-            time.sleep(600)
-            """
-        )
-    )
+    preamble = "import threading, time\nfrom reward_fns.bounded import Worker\nworker = Worker()\nworker.start()\n"
+    script.write_text(preamble + "print(worker.pid, flush=True)\n" + textwrap.dedent(parent_body))
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         worker_pid = int(parent.stdout.readline())
+        time.sleep(settle_s)
         assert is_alive(worker_pid)
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
     assert wait_until(lambda: not is_alive(worker_pid), timeout_s=15)
+
+
+def test_an_idle_worker_exits_when_its_parent_dies(tmp_path):
+    assert_worker_exits_when_its_parent_is_killed(tmp_path, "time.sleep(600)\n")
 
 
 def test_a_timeout_also_kills_what_the_task_started(pool, tmp_path):
@@ -136,30 +133,13 @@ def test_a_timeout_also_kills_what_the_task_started(pool, tmp_path):
 
 
 def test_a_busy_worker_exits_when_its_parent_dies(tmp_path):
-    script = tmp_path / "parent.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import threading, time
-            from reward_fns.bounded import Worker
-            worker = Worker()
-            worker.start()
-            print(worker.pid, flush=True)
-            call = lambda: worker.call("time:sleep", (600,), timeout_s=900)
-            threading.Thread(target=call, daemon=True).start()
-            time.sleep(600)
-            """
-        )
-    )
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    try:
-        worker_pid = int(parent.stdout.readline())
-        time.sleep(0.5)  # let the worker start its 600-second task
-        assert is_alive(worker_pid)
-    finally:
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-    assert wait_until(lambda: not is_alive(worker_pid), timeout_s=15)
+    body = """
+        call = lambda: worker.call("time:sleep", (600,), timeout_s=900)
+        threading.Thread(target=call, daemon=True).start()
+        time.sleep(600)
+        """
+    # The pause lets the worker start its 600-second task before the parent dies.
+    assert_worker_exits_when_its_parent_is_killed(tmp_path, body, settle_s=0.5)
 
 
 def test_pool_size_is_validated():

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from mhpo_verl.demo.loop import DemoConfig
-from mhpo_verl.demo.report import RunWriter, read_metrics, summarize
+from mhpo_verl.demo.report import RunWriter, moving_average, read_metrics, summarize
 from mhpo_verl.recipes import ALGORITHMS
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "stability"
@@ -613,13 +613,6 @@ def grad_norm_spikes(
         "max_over_median": max(signal_norms) / median,
         "spikes": float(sum(v > factor * median for v in signal_norms)),
     }
-
-
-def moving_average(values: Sequence[float], window: int) -> list[float]:
-    """Trailing mean over up to ``window`` values (fewer at the start)."""
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    return [statistics.fmean(values[max(0, end - window) : end]) for end in range(1, len(values) + 1)]
 
 
 def mean_and_spread(values: Iterable[float]) -> tuple[float, float]:

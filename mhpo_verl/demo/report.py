@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,11 @@ def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[int], lis
     return [p[0] for p in points], [float(p[1]) for p in points]
 
 
-def _smoothed(values: list[float], window: int) -> list[float]:
-    out = []
-    for end in range(1, len(values) + 1):
-        chunk = values[max(0, end - window) : end]
-        out.append(sum(chunk) / len(chunk))
-    return out
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over up to ``window`` values (fewer at the start)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    return [statistics.fmean(values[max(0, end - window) : end]) for end in range(1, len(values) + 1)]
 
 
 def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -83,7 +83,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str 
     for axis, (name, keys) in zip(axes.flat, panels):
         for key in keys:
             steps, values = _series(records, key)
-            (line,) = axis.plot(steps, _smoothed(values, window), label=key.split("/", 1)[-1])
+            (line,) = axis.plot(steps, moving_average(values, window), label=key.split("/", 1)[-1])
             axis.plot(steps, values, color=line.get_color(), alpha=0.25)
         axis.set_title(name)
         axis.set_xlabel("step")

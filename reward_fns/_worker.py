@@ -31,8 +31,11 @@ def _read_frame(stream: BinaryIO) -> Any | None:
     return pickle.loads(payload)
 
 
-def _write_frame(stream: BinaryIO, message: Any) -> None:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+def _encode(message: Any) -> bytes:
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _write_frame(stream: BinaryIO, payload: bytes) -> None:
     stream.write(_HEADER.pack(len(payload)) + payload)
     stream.flush()
 
@@ -64,7 +67,7 @@ def main() -> int:
     protocol_in = sys.stdin.buffer
     import reward_fns.symbolic  # noqa: F401 - import sympy before announcing readiness, not during a timed task
 
-    _write_frame(protocol_out, ("ready", parent_pid))
+    _write_frame(protocol_out, _encode(("ready", parent_pid)))
     functions: dict[str, Any] = {}
     while True:
         try:
@@ -75,12 +78,12 @@ def main() -> int:
             return 0
         task, args = request
         try:
-            reply = ("ok", _resolve(task, functions)(*args))
-            pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+            # Encoded here, so that an unpicklable result is reported like any other error of the task.
+            payload = _encode(("ok", _resolve(task, functions)(*args)))
         except Exception as error:  # reported to the parent, which decides what it means
-            reply = ("error", f"{type(error).__name__}: {error}"[:2000])
+            payload = _encode(("error", f"{type(error).__name__}: {error}"[:2000]))
         try:
-            _write_frame(protocol_out, reply)
+            _write_frame(protocol_out, payload)
         except OSError:
             return 0
 

@@ -215,7 +215,7 @@ class CPURLTrainer:
     """
 
     def __init__(self, config: DemoConfig, score_fn: ScoreFn | None = None):
-        from mhpo_verl import platform_cpu
+        from mhpo_verl.cpu_backend import platform as platform_cpu
 
         # The platform must be in place before verl's engine package is imported (it reads the device at import).
         platform_cpu.enable()

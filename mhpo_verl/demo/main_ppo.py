@@ -1,9 +1,9 @@
 """verl's full PPO trainer (``main_ppo``: Ray, TaskRunner, TransferQueue, agent loop, reward loop) on a CPU.
 
 ``python -m mhpo_verl.demo.main_ppo [--steps N] [--out DIR] [--set KEY=VALUE ...]`` writes the demo's problems as
-verl parquet files, then runs verl's own ``run_ppo`` with the CPU platform (:mod:`mhpo_verl.platform_cpu`) and the
-``hf`` rollout backend (:mod:`mhpo_verl.demo.hf_rollout`) loaded in every process. The equivalent verl command
-line is printed first, so the same run can be started with ``python -m verl.trainer.main_ppo`` directly.
+verl parquet files, then runs verl's own ``run_ppo`` with the CPU platform (:mod:`mhpo_verl.cpu_backend.platform`)
+and the ``hf`` rollout backend (:mod:`mhpo_verl.cpu_backend.hf_rollout`) loaded in every process. The equivalent verl
+command line is printed first, so the same run can be started with ``python -m verl.trainer.main_ppo`` directly.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
+from mhpo_verl.cpu_backend import HF_ROLLOUT_MODULE, PLATFORM_MODULE
 from mhpo_verl.demo.loop import DemoConfig, cpu_actor_overrides, verl_config_source
 from mhpo_verl.demo.tasks import TaskGenerator
 
-PLUGIN_MODULES = ("mhpo_verl.platform_cpu", "mhpo_verl.demo.hf_rollout")
+PLUGIN_MODULES = (PLATFORM_MODULE, HF_ROLLOUT_MODULE)
 """Imported by every verl process at ``import verl`` (``VERL_USE_EXTERNAL_MODULES``)."""
 
 
@@ -37,9 +39,14 @@ def write_dataset(out_dir: Path, config: DemoConfig, train_rows: int, val_rows: 
     return paths
 
 
-def main_ppo_overrides(config: DemoConfig, model_path: Path, out_dir: Path, train: Path, val: Path) -> list[str]:
+def main_ppo_overrides(
+    config: DemoConfig, model_path: Path, out_dir: Path, train: Path, val: Path, training_slots: int = 1
+) -> list[str]:
     """verl overrides for a CPU ``main_ppo`` run: the in-process demo's actor settings plus the pieces the full
-    trainer adds (data, the hf rollout, the reward function, Ray and TransferQueue sized for a small machine)."""
+    trainer adds (data, the hf rollout, the reward function, Ray and TransferQueue sized for a small machine).
+
+    ``training_slots`` is the number of training processes (``trainer.nnodes x trainer.n_gpus_per_node``), which
+    the local Ray cluster must offer as logical GPUs (see :func:`training_slots`)."""
     trainer_overrides = [
         f"data.train_files={train}",
         f"data.val_files={val}",
@@ -65,13 +72,33 @@ def main_ppo_overrides(config: DemoConfig, model_path: Path, out_dir: Path, trai
         f"trainer.experiment_name={config.loss_mode}",
         f"trainer.default_local_dir={out_dir / 'checkpoints'}",
         # Ray's logical CPUs are scheduling tokens (verl's actors ask for one each); a Ray "GPU" is the CPU
-        # platform's slot for the one training process (see PlatformCPU.ray_resource_name).
+        # platform's slot for one training process (see PlatformCPU.ray_resource_name).
         "+ray_kwargs.ray_init.num_cpus=16",
-        "+ray_kwargs.ray_init.num_gpus=1",
+        f"+ray_kwargs.ray_init.num_gpus={training_slots}",
         "+ray_kwargs.ray_init.include_dashboard=False",
         "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
     ]
     return [*cpu_actor_overrides(config, model_path), *trainer_overrides, *config.overrides]
+
+
+def compose_main_ppo(loss_mode: str, overrides: list[str]) -> Any:
+    """verl's trainer config for ``overrides``, composed the way ``python -m verl.trainer.main_ppo`` composes it."""
+    from hydra import compose, initialize_config_dir
+
+    config_dir, config_name = verl_config_source(loss_mode)
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def training_slots(verl_config: Any) -> int:
+    """Training processes the run asks for, ``trainer.nnodes x trainer.n_gpus_per_node`` (user overrides included:
+    ``--set trainer.n_gpus_per_node=2`` trains with 2 data-parallel CPU workers)."""
+    nnodes, per_node = verl_config.trainer.nnodes, verl_config.trainer.n_gpus_per_node
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (nnodes, per_node)):
+        raise ValueError(
+            f"trainer.nnodes and trainer.n_gpus_per_node must be positive integers, got {nnodes!r} and {per_node!r}"
+        )
+    return nnodes * per_node
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,17 +123,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from mhpo_verl import LOSS_NAME, platform_cpu
+    from mhpo_verl import LOSS_NAME
+    from mhpo_verl.cpu_backend import platform as platform_cpu
     from mhpo_verl.demo.model import prepare_model
 
     platform_cpu.enable()
     modules = [m for m in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if m]
     os.environ["VERL_USE_EXTERNAL_MODULES"] = ",".join(dict.fromkeys([*modules, *PLUGIN_MODULES]))
-    import mhpo_verl.demo.hf_rollout  # noqa: F401  (registers the hf backend in this process too)
+    import mhpo_verl.cpu_backend.hf_rollout  # noqa: F401  (registers the hf backend in this process too)
 
     model_path = Path(config.model_path) if config.model_path else prepare_model(config.cache_dir)
     train, val = write_dataset(args.out / "data", config, train_rows=config.steps * config.prompts_per_step, val_rows=8)
-    overrides = main_ppo_overrides(config, model_path, args.out, train, val)
+    # The user's overrides may change the number of training processes; the local Ray cluster must offer as many
+    # slots, so the overrides are composed once to read it.
+    slots = training_slots(compose_main_ppo(config.loss_mode, main_ppo_overrides(config, model_path, args.out, train, val)))
+    overrides = main_ppo_overrides(config, model_path, args.out, train, val, training_slots=slots)
     project_config = "--config-path=pkg://mhpo_verl.configs --config-name=mhpo_trainer "
     source = project_config if config.loss_mode == LOSS_NAME else ""
     print(
@@ -116,13 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    from hydra import compose, initialize_config_dir
     from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
 
-    config_dir, config_name = verl_config_source(config.loss_mode)
-    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-        verl_config = compose(config_name=config_name, overrides=overrides)
-    run_ppo(verl_config, task_runner_class=TaskRunnerV1)
+    run_ppo(compose_main_ppo(config.loss_mode, overrides), task_runner_class=TaskRunnerV1)
     return 0
 
 

@@ -14,13 +14,19 @@ import torch
 from verl.workers.rollout.base import get_rollout_class
 from verl.workers.rollout.replica import get_rollout_replica_class
 
-from mhpo_verl.demo.hf_rollout import HFReplica, HFRolloutServer, HFServerAdapter
+from mhpo_verl.cpu_backend.hf_rollout import HFReplica, HFRolloutServer, HFServerAdapter
 from tests.demo.helpers import ISOLATED_VARIABLES
 
 
 def test_backend_is_registered_with_verl():
     assert get_rollout_class("hf", "async") is HFServerAdapter
     assert get_rollout_replica_class("hf") is HFReplica
+
+
+def test_the_former_module_path_registers_the_same_backend():
+    from mhpo_verl.demo import hf_rollout
+
+    assert hf_rollout.HFServerAdapter is HFServerAdapter and hf_rollout.HFReplica is HFReplica
 
 
 def _generate(server: HFRolloutServer, requests: list[dict]) -> list:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from verl.plugin.platform import PlatformRegistry, platform_manager
 
-from mhpo_verl.platform_cpu import PLATFORM_NAME, CPUDeviceModule, PlatformCPU
+from mhpo_verl.cpu_backend.platform import PLATFORM_NAME, CPUDeviceModule, PlatformCPU
 from tests.demo.helpers import run_python
 
 
@@ -64,7 +64,7 @@ def test_enable_switches_verl_to_the_cpu_and_files_the_fsdp2_engine():
     report = run_python(
         """
         import json, os, torch
-        from mhpo_verl import platform_cpu
+        from mhpo_verl.cpu_backend import platform as platform_cpu
         assert not platform_cpu.is_enabled()
         platform_cpu.enable()
         platform_cpu.enable()  # idempotent
@@ -98,7 +98,7 @@ def test_enable_switches_verl_to_the_cpu_and_files_the_fsdp2_engine():
         "all_reduce": [1.0, 1.0],
         "process_group_backend": "gloo",
         "env_platform": "cpu",
-        "env_modules": "mhpo_verl.platform_cpu",
+        "env_modules": "mhpo_verl.cpu_backend.platform",
     }
 
 
@@ -106,7 +106,7 @@ def test_enable_refuses_on_an_accelerator_and_after_verl_bound_its_engine_elsewh
     report = run_python(
         """
         import json, torch
-        from mhpo_verl import platform_cpu
+        from mhpo_verl.cpu_backend import platform as platform_cpu
         messages = []
         real = torch.cuda.is_available
         torch.cuda.is_available = lambda: True
@@ -129,7 +129,9 @@ def test_enable_refuses_on_an_accelerator_and_after_verl_bound_its_engine_elsewh
     assert "imported before" in too_late and "'cuda'" in too_late
 
 
-def test_child_processes_pick_the_platform_up_at_import_verl():
+# The former path is what users type and what older printed commands show: it must keep working.
+@pytest.mark.parametrize("module", ["mhpo_verl.cpu_backend.platform", "mhpo_verl.platform_cpu"])
+def test_child_processes_pick_the_platform_up_at_import_verl(module):
     report = run_python(
         """
         import json
@@ -137,9 +139,35 @@ def test_child_processes_pick_the_platform_up_at_import_verl():
         from verl.utils.device import get_device_name
         print(json.dumps({"device": get_device_name()}))
         """,
-        env={"VERL_PLATFORM": "cpu", "VERL_USE_EXTERNAL_MODULES": "mhpo_verl.platform_cpu"},
+        env={"VERL_PLATFORM": "cpu", "VERL_USE_EXTERNAL_MODULES": module},
     )
     assert report == {"device": "cpu"}
+
+
+def test_the_former_module_path_is_the_same_platform():
+    from mhpo_verl import platform_cpu
+    from mhpo_verl.cpu_backend import platform
+
+    assert platform_cpu.PlatformCPU is platform.PlatformCPU and platform_cpu.enable is platform.enable
+    assert set(platform.__all__) <= set(dir(platform_cpu))
+
+
+def test_gloo_default_reaches_modules_that_imported_verls_helper_first():
+    """verl's engine_workers binds initialize_global_process_group_ray by name at import; enabling the platform
+    afterwards must still change what that binding does (issue 11, defect 7)."""
+    report = run_python(
+        """
+        import json, os
+        import verl.workers.engine_workers as engine_workers  # binds the helper before the platform exists
+        from mhpo_verl.cpu_backend import platform as platform_cpu
+        platform_cpu.enable()
+        os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(platform_cpu._free_port()))
+        engine_workers.initialize_global_process_group_ray(timeout_second=None)  # exactly verl's call
+        import torch
+        print(json.dumps({"backend": torch.distributed.get_backend()}))
+        """
+    )
+    assert report == {"backend": "gloo"}
 
 
 def test_peak_memory_can_be_reset_like_on_a_gpu():

@@ -7,6 +7,8 @@ Examples::
     python -m mhpo_verl data convert aime24 --input aime_2024.jsonl  # a local file
     python -m mhpo_verl data all --out-dir ~/data/mhpo --decontaminate
     python -m mhpo_verl data check ~/data/mhpo/math500/test.parquet
+    python -m mhpo_verl data convert mathvista --split testmini --input testmini.parquet   # VL: images embedded
+    python -m mhpo_verl data convert mathvision --split test --input test.jsonl --image-root MathVision/
 
 Exit status: 0 on success, 1 when ``--strict`` found malformed rows or ``check`` found problems, 2 when the input
 cannot be read or the arguments are wrong.
@@ -18,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mhpo_verl.data.catalog import DATASETS, DEFAULT_DATA_DIR, DatasetSpec, dataset_path, get_spec
+from mhpo_verl.data.catalog import DEFAULT_DATA_DIR, DatasetSpec, dataset_path
 from mhpo_verl.data.convert import (
     ConversionReport,
     convert_records,
@@ -28,7 +30,15 @@ from mhpo_verl.data.convert import (
     write_report,
 )
 from mhpo_verl.data.readers import Source, SourceError, open_hub, open_local
-from mhpo_verl.data.schema import DEFAULT_PROMPT_TEMPLATE, SchemaError, check_table
+from mhpo_verl.data.schema import ARROW_SCHEMA, DEFAULT_PROMPT_TEMPLATE, SchemaError, check_table
+from mhpo_verl.data.vision import (
+    ALL_DATASETS,
+    VISION_ARROW_SCHEMA,
+    VisionDatasetSpec,
+    convert_vision_records,
+    get_any_spec,
+    keys_in_parquet,
+)
 
 EXIT_OK, EXIT_FOUND_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -54,18 +64,23 @@ def _parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_run_list)
 
     convert = commands.add_parser("convert", help="convert one dataset (all its splits, or --split)")
-    convert.add_argument("dataset", choices=sorted(DATASETS), help="dataset name, also the rows' data_source")
+    convert.add_argument("dataset", choices=sorted(ALL_DATASETS), help="dataset name, also the rows' data_source")
     convert.add_argument("--split", help="split to convert (default: every split the dataset has)")
     convert.add_argument("--input", type=Path, help="local parquet/jsonl/json file instead of the Hub (one split)")
     convert.add_argument("--output", type=Path, help="output parquet (default: <out-dir>/<dataset>/<split>.parquet)")
     convert.add_argument("--hub-id", help="Hub dataset id (default: the catalogue's)")
     convert.add_argument("--hub-config", help="Hub dataset config name (default: the catalogue's)")
     convert.add_argument("--hub-split", help="Hub split name for --split (default: the catalogue's mapping)")
+    convert.add_argument(
+        "--image-root",
+        type=Path,
+        help="VL datasets: folder that relative image paths are read from (default: the --input file's folder)",
+    )
     _add_common_options(convert)
     convert.set_defaults(run=_run_convert)
 
     everything = commands.add_parser("all", help="convert every dataset's splits from the Hub")
-    everything.add_argument("--only", nargs="+", choices=sorted(DATASETS), help="restrict to these datasets")
+    everything.add_argument("--only", nargs="+", choices=sorted(ALL_DATASETS), help="restrict to these datasets")
     _add_common_options(everything)
     everything.set_defaults(run=_run_all)
 
@@ -99,8 +114,8 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    width = max(map(len, DATASETS))
-    for spec in DATASETS.values():
+    width = max(map(len, ALL_DATASETS))
+    for spec in ALL_DATASETS.values():
         config = f" [{spec.hub_config}]" if spec.hub_config else ""
         print(f"{spec.name:<{width}}  {spec.role:<9}  splits {','.join(spec.splits):<10}  {spec.hub_id}{config}")
         print(f"{'':<{width}}  {spec.description}")
@@ -108,7 +123,7 @@ def _run_list(args: argparse.Namespace) -> int:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    spec = get_spec(args.dataset)
+    spec = get_any_spec(args.dataset)
     splits = _chosen_splits(spec, args)
     if args.output and len(splits) != 1:
         raise SourceError(f"--output names one file but {spec.name} has splits {splits}; add --split")
@@ -142,12 +157,15 @@ def _open(spec: DatasetSpec, split: str, args: argparse.Namespace) -> Source:
 def _convert_split(
     spec: DatasetSpec, split: str, source: Source, args: argparse.Namespace, output: Path | None = None
 ) -> int:
-    exclude = set(questions_in_parquet(args.exclude))
-    if args.decontaminate and spec.role == "train":
-        exclude |= questions_in_parquet(_benchmark_files(args.out_dir))
-    rows, report = convert_records(
-        spec, source, split=split, template=args.template, exclude_questions=exclude, progress=args.progress
-    )
+    if isinstance(spec, VisionDatasetSpec):
+        rows, report = _convert_vision_split(spec, split, source, args)
+    else:
+        exclude = set(questions_in_parquet(args.exclude))
+        if args.decontaminate and spec.role == "train":
+            exclude |= questions_in_parquet(_benchmark_files(args.out_dir))
+        rows, report = convert_records(
+            spec, source, split=split, template=args.template, exclude_questions=exclude, progress=args.progress
+        )
     output = output or dataset_path(args.out_dir, spec.name, split).expanduser()
     report_path = output.with_suffix(".report.json")
     if args.strict and report.malformed:
@@ -155,14 +173,37 @@ def _convert_split(
         print_problems(report)
         print(f"error: --strict and {len(report.malformed)} malformed rows; nothing written", file=sys.stderr)
         return EXIT_FOUND_PROBLEMS
-    report.output = str(write_parquet(rows, output))
+    schema = VISION_ARROW_SCHEMA if isinstance(spec, VisionDatasetSpec) else ARROW_SCHEMA
+    report.output = str(write_parquet(rows, output, schema))
     write_report(report, report_path)
     _print_outcome(report, report_path)
     return EXIT_OK
 
 
-def _benchmark_files(out_dir: str) -> list[Path]:
-    benchmarks = [spec for spec in DATASETS.values() if spec.role == "benchmark"]
+def _convert_vision_split(spec: VisionDatasetSpec, split: str, source: Source, args: argparse.Namespace):
+    exclude = keys_in_parquet(args.exclude)
+    if args.decontaminate and spec.role == "train":
+        exclude |= keys_in_parquet(_benchmark_files(args.out_dir, vision=True))
+    image_root = getattr(args, "image_root", None)
+    if image_root is None and getattr(args, "input", None) is not None:
+        image_root = args.input.expanduser().parent
+    return convert_vision_records(
+        spec,
+        source,
+        split=split,
+        template=args.template,
+        image_root=image_root,
+        exclude_keys=exclude,
+        progress=args.progress,
+    )
+
+
+def _benchmark_files(out_dir: str, vision: bool = False) -> list[Path]:
+    benchmarks = [
+        spec
+        for spec in ALL_DATASETS.values()
+        if spec.role == "benchmark" and isinstance(spec, VisionDatasetSpec) == vision
+    ]
     files = [dataset_path(out_dir, spec.name, split).expanduser() for spec in benchmarks for split in spec.splits]
     present = [path for path in files if path.exists()]
     if not present:
@@ -181,10 +222,10 @@ def _print_outcome(report: ConversionReport, report_path: Path) -> None:
 
 def _run_all(args: argparse.Namespace) -> int:
     # Benchmarks first, so that --decontaminate can read them when the training sets are converted.
-    names = sorted(args.only or DATASETS, key=lambda name: (DATASETS[name].role != "benchmark", name))
+    names = sorted(args.only or ALL_DATASETS, key=lambda name: (ALL_DATASETS[name].role != "benchmark", name))
     status = EXIT_OK
     for name in names:
-        spec = DATASETS[name]
+        spec = ALL_DATASETS[name]
         for split in spec.splits:
             source = open_hub(spec.hub_id, spec.hub_config, spec.hub_splits[split])
             status = max(status, _convert_split(spec, split, source, args))

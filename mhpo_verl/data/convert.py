@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import pyarrow as pa
 from tqdm import tqdm
 
 from mhpo_verl.data.catalog import DatasetSpec, Problem, question_text, read_problem
 from mhpo_verl.data.readers import Source, UnreadableRecord
-from mhpo_verl.data.schema import DEFAULT_PROMPT_TEMPLATE, check_template, make_row, rows_to_table
+from mhpo_verl.data.schema import ARROW_SCHEMA, DEFAULT_PROMPT_TEMPLATE, check_template, make_row
 
 SHOWN_PROBLEMS = 10
 """Malformed rows and conflicts printed to the terminal; the report file lists all of them."""
@@ -167,8 +168,10 @@ def questions_in_parquet(paths: Iterable[str | Path]) -> set[str]:
     return questions
 
 
-def write_parquet(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Write ``rows`` atomically (a temporary file renamed into place), so a crash never leaves half a file."""
+def write_parquet(rows: list[dict[str, Any]], path: str | Path, schema: pa.Schema = ARROW_SCHEMA) -> Path:
+    """Write ``rows`` atomically (a temporary file renamed into place), so a crash never leaves half a file.
+
+    ``schema``: the text schema, or :data:`mhpo_verl.data.vision.VISION_ARROW_SCHEMA` for rows with images."""
     import pyarrow.parquet as pq
 
     path = Path(path).expanduser()
@@ -176,7 +179,7 @@ def write_parquet(rows: list[dict[str, Any]], path: str | Path) -> Path:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)
     try:
-        pq.write_table(rows_to_table(rows), temporary)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

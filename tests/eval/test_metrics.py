@@ -65,8 +65,16 @@ def outcomes(benchmark: str, pattern: dict[str, list[int]], tokens: int = 10, tr
         for idx, verdict in enumerate(verdicts):
             truncated = bool(truncated_every) and idx % truncated_every == 0
             result.append(
-                SampleOutcome(benchmark, problem_id, idx, bool(verdict), float(verdict), tokens + idx, truncated,
-                              "correct" if verdict else "wrong")
+                SampleOutcome(
+                    benchmark,
+                    problem_id,
+                    idx,
+                    bool(verdict),
+                    float(verdict),
+                    tokens + idx,
+                    truncated,
+                    "correct" if verdict else "wrong",
+                )
             )
     return result
 
@@ -118,3 +126,22 @@ def test_summary_of_a_benchmark_without_finished_problems_has_no_numbers():
 def test_summary_rejects_pass_k_above_k():
     with pytest.raises(ValueError, match="pass@j needs 1 <= j <= k=4"):
         summarize([], {"aime24": []}, k=4, pass_ks=[8])
+
+
+def test_mean_score_is_the_mean_over_samples_of_the_reward_not_of_accuracy():
+    """Rewards differ from accuracy (a format bonus, a penalty for no answer); mean_score averages the k samples of
+    every problem, so dividing by the number of problems, or reading acc, would show."""
+    rewards = {"0": [1.0, 0.1, -1.0, 0.1], "1": [1.0, 1.0, 0.1, -1.0], "2": [-1.0, -1.0, -1.0, 0.1]}
+    samples = [
+        SampleOutcome("amc23", problem_id, idx, score == 1.0, score, 10, False, "correct" if score == 1.0 else "wrong")
+        for problem_id, scores in rewards.items()
+        for idx, score in enumerate(scores)
+    ]
+    other = outcomes("aime25", {"0": [1, 1, 0, 0]})  # score = acc here: mean 0.5
+    summary = summarize(samples + other, {"amc23": ["0", "1", "2"], "aime25": ["0"]}, k=4)
+    amc = summary["benchmarks"]["amc23"]
+    assert amc["n_samples"] == 12
+    assert amc["mean_score"] == pytest.approx((0.2 + 1.1 - 2.9) / 12)  # -0.1333, while avg@4 is 0.25
+    assert amc["avg@4"] == pytest.approx(3 / 12)
+    assert summary["benchmarks"]["aime25"]["mean_score"] == pytest.approx(0.5)
+    assert summary["average"]["mean_score"] == pytest.approx((amc["mean_score"] + 0.5) / 2)  # over benchmarks

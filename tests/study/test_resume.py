@@ -9,7 +9,6 @@ import math
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -220,46 +219,67 @@ def test_every_arm_composes_into_a_valid_verl_config(study):
                     assert got == value if isinstance(got, str) else math.isclose(got, float(value))
 
 
-class ConcurrentExecutor(FakeExecutor):
-    """A FakeExecutor that counts how many runs are under way at once; every run but the crashing one takes
-    ``seconds``."""
+# Only reached when the code under test is wrong (runs that should overlap never do): then the wait times out.
+OVERLAP_TIMEOUT_S = 60.0
 
-    def __init__(self, seconds=0.2, **kwargs):
+
+class ConcurrentExecutor(FakeExecutor):
+    """A FakeExecutor that counts how many runs are under way at once. Overlap is made certain by synchronisation,
+    not hoped for from sleeps (which need not overlap on a loaded runner): every run but the crashing one holds its
+    slot until ``together`` runs have been under way at once, or, with a ``gate``, until the gate opens."""
+
+    def __init__(self, together=2, gate=None, **kwargs):
         super().__init__(**kwargs)
-        self.seconds = seconds
-        self.lock = threading.Lock()
+        self.together, self.gate = together, gate
+        self.condition = threading.Condition()
         self.running = self.most_at_once = 0
 
     def __call__(self, spec, folder, log_path):
-        with self.lock:
+        with self.condition:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
+            self.condition.notify_all()
         try:
             if spec.run_id != self.crash:
-                time.sleep(self.seconds)
+                if self.gate is not None:
+                    assert self.gate.wait(OVERLAP_TIMEOUT_S), "the gate never opened"
+                else:
+                    with self.condition:
+                        self.condition.wait_for(lambda: self.most_at_once >= self.together, OVERLAP_TIMEOUT_S)
             return super().__call__(spec, folder, log_path)
         finally:
-            with self.lock:
+            with self.condition:
                 self.running -= 1
 
 
 def test_jobs_run_that_many_runs_at_once_and_finish_every_run(study, settings, tmp_path):
     plan = study.build_plan(settings, arms=["mhpo", "grpo", "dapo"], regimes=["on_policy"])
     store = study.RunStore(tmp_path)
-    executor = ConcurrentExecutor()
+    executor = ConcurrentExecutor(together=2)
     assert study.run_study(plan, store, settings, executor, log=quiet, jobs=2) == []
     assert executor.most_at_once == 2
     assert sorted(executor.calls) == sorted(spec.run_id for spec in plan)
     assert all(store.is_finished(spec, settings) for spec in plan)
 
 
-def test_an_interrupted_parallel_study_propagates_and_resumes_cleanly(study, settings, tmp_path):
+def test_an_interrupted_parallel_study_propagates_and_resumes_cleanly(study, settings, tmp_path, monkeypatch):
     plan = study.build_plan(settings, arms=["mhpo", "grpo", "dapo"], regimes=["on_policy"])
     store = study.RunStore(tmp_path)
     victim = plan[0].run_id
-    interrupted = ConcurrentExecutor(seconds=1.0, crash=victim, crash_after=2)
+    # The run beside the victim finishes only once the study has seen the interruption (it then ends the runs under
+    # way): it is certainly still under way when the victim dies, however slow the machine.
+    interruption_seen = threading.Event()
+    stop_children = study.stop_children
+
+    def stop_children_and_open_the_gate():
+        interruption_seen.set()
+        stop_children()
+
+    monkeypatch.setattr(study, "stop_children", stop_children_and_open_the_gate)
+    interrupted = ConcurrentExecutor(gate=interruption_seen, crash=victim, crash_after=2)
     with pytest.raises(KeyboardInterrupt):
         study.run_study(plan, store, settings, interrupted, log=quiet, jobs=2)
+    assert interruption_seen.is_set()
     assert not store.is_finished(plan[0], settings)
     assert not store.is_finished(plan[2], settings)  # never started: nothing was left queued behind the interruption
     resumed = FakeExecutor()

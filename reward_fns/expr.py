@@ -185,3 +185,31 @@ def has_decimal(node: Node) -> bool:
 
 def size(node: Node) -> int:
     return 1 + sum(size(child) for child in children(node))
+
+
+def canonical_order(node: Node) -> Node:
+    """``node`` with the terms of every sum and the factors of every product in a fixed order, so that trees that
+    differ only by commutativity compare equal with ``==`` (for operators no value can be computed for, such as
+    ``\\sum``). Products holding a matrix keep their order: matrix products do not commute."""
+    if isinstance(node, Add):
+        return Add(tuple(sorted((canonical_order(term) for term in node.terms), key=repr)))
+    if isinstance(node, Mul):
+        factors = tuple(canonical_order(factor) for factor in node.factors)
+        return Mul(factors if contains(node, Matrix) else tuple(sorted(factors, key=repr)))
+    if isinstance(node, Pow):
+        return Pow(canonical_order(node.base), canonical_order(node.exponent))
+    if isinstance(node, (Neg, Percent, Degrees)):
+        return type(node)(canonical_order(node.operand))
+    if isinstance(node, Func):
+        return Func(node.name, tuple(canonical_order(arg) for arg in node.args))
+    if isinstance(node, PlusMinus):
+        return PlusMinus(canonical_order(node.left), canonical_order(node.right))
+    if isinstance(node, Relation):
+        return Relation(node.ops, tuple(canonical_order(part) for part in node.parts))
+    if isinstance(node, Seq):
+        return Seq(node.opener, tuple(canonical_order(item) for item in node.items), node.closer)
+    if isinstance(node, Union):
+        return Union(tuple(canonical_order(part) for part in node.parts))
+    if isinstance(node, Matrix):
+        return Matrix(tuple(tuple(canonical_order(cell) for cell in row) for row in node.rows))
+    return node

@@ -4,11 +4,14 @@ Formats, each a function of the response text returning the raw answer or None:
 
 - ``boxed``: the last ``\\boxed{...}`` / ``\\fbox{...}`` with balanced braces (several boxes in the final paragraph
   are one multi-part answer: ``\\boxed{2}, \\boxed{3}`` → ``2, 3``);
+- ``final_answer``: "Final Answer: X" or "the final answer is X" anywhere in a line;
 - ``answer_line``: a line ``Answer: X`` / ``Final Answer: X`` (the DAPO/Minerva format; markdown bold allowed);
 - ``answer_is``: "the (final) answer is X";
 - ``hash``: GSM8K's ``#### X``;
 - ``bold``: the last markdown ``**X**`` in the final paragraph;
 - ``inline_math``: the last ``$...$`` / ``\\(...\\)`` / ``\\[...\\]`` in the final paragraph;
+- ``conclusion``: the value a concluding prose sentence of the final paragraph states ("Therefore, there are 12
+  ways"; "Thus the volume of $V$ is 120"), in the same tier as ``inline_math`` (the later one wins);
 - ``last_number``: the last number in the response.
 
 Formats come in tiers (``reward_fns.sources``): tiers are tried in order, and within a tier the match that comes
@@ -26,8 +29,24 @@ from dataclasses import dataclass
 
 from reward_fns.braces import closing_brace
 
-ALL_FORMATS = ("boxed", "answer_line", "answer_is", "hash", "bold", "inline_math", "last_number")
-LENIENT_TIERS = (("boxed",), ("answer_line", "answer_is", "hash"), ("bold",), ("inline_math",), ("last_number",))
+ALL_FORMATS = (
+    "boxed",
+    "final_answer",
+    "answer_line",
+    "answer_is",
+    "hash",
+    "bold",
+    "inline_math",
+    "conclusion",
+    "last_number",
+)
+LENIENT_TIERS = (
+    ("boxed", "final_answer"),
+    ("answer_line", "answer_is", "hash"),
+    ("bold",),
+    ("inline_math", "conclusion"),
+    ("last_number",),
+)
 
 
 @dataclass(frozen=True)
@@ -70,13 +89,22 @@ def extract_answer(
             if answer:
                 found.append((position, name, answer))
         if found:
-            # The last statement wins; of two on the same line, the enclosing (earlier) one: in
-            # "Answer: the answer is 5" both formats match, and the line is one statement.
-            _, _, name, answer = max((response.rfind("\n", 0, pos), -pos, name, answer) for pos, name, answer in found)
+            # The last statement wins; of two in the same statement (line or sentence), the enclosing (earlier)
+            # one: in "Answer: the answer is 5" both formats match, and they are one statement.
+            _, _, name, answer = max((_statement_start(response, p), -p, name, answer) for p, name, answer in found)
             if len(answer) > max_answer_chars:
                 return Extraction(None, "answer_too_long")
             return Extraction(answer, name)
     return Extraction(None, "no_answer")
+
+
+def _statement_start(text: str, position: int) -> int:
+    """Where the line, sentence or display formula holding ``position`` starts (single-line responses hold many
+    sentences)."""
+    return max(text.rfind(boundary, 0, position) for boundary in _STATEMENT_BOUNDARIES)
+
+
+_STATEMENT_BOUNDARIES = ("\n", ". ", "$$", "\\]")
 
 
 def answer_of_ground_truth(ground_truth: str) -> str:
@@ -125,10 +153,12 @@ def _boxed(text: str) -> Located | str | None:
     return ", ".join(reversed(contents)), starts[-1].start()
 
 
-# What may separate the boxes of one multi-part answer: spacing, punctuation, "and"/"or", "$x =".
+# What may separate the boxes of one multi-part answer: spacing, punctuation, math delimiters ("\\(\\boxed{1}\\) and
+# \\(\\boxed{2}\\)"), "and"/"or", a label ("$x =", "y_2 ="), a noun before "and" ("\\boxed{1} papers and \\boxed{2}")
+# or a short remark that ends in "and" ("\\text{ for part (a) and }"). Anything else (a hedge: "or possibly") ends it.
 _CONNECTIVE_GAP = re.compile(
-    r"(?:[\s$,;:.&~]|\\quad|\\qquad|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b|\beither\b"
-    r"|[a-zA-Z](?:_\{?\w+\}?)?\s*=){0,40}"
+    r"(?:[\s$,;:.&~]|\\[()\[\]]|\\quad|\\qquad|\\text\{[^{}]{0,40}?\b(?:and|or)\s*\}|\band\b|\bor\b|\beither\b"
+    r"|[a-zA-Z]{2,20}\s+and\b|[a-zA-Z](?:_\{?\w+\}?)?\s*=){0,40}"
 )
 
 
@@ -148,16 +178,29 @@ def _box_content(text: str, after_command: int) -> tuple[str | None, int]:
 _BARE_ARGUMENT = re.compile(r"[^\s$]+")
 
 
-_ANSWER_LINE = re.compile(r"(?im)^[ \t>*#_]*(?:final[ \t]+)?answer[ \t]*[*_]*[ \t]*[:：][ \t]*[*_]*[ \t]*(\S[^\n]*)$")
-_ANSWER_IS = re.compile(
-    r"(?i)\b(?:final[ \t]+)?answer[ \t]+(?:is|should[ \t]+be|would[ \t]+be)[ \t]*[:：]?[ \t]*([^\n]+)"
+# The markers of answer statements; the answer is the rest of the line after the last marker that has one.
+# "Answer: X" at the start of a line, or "Final Answer: X" anywhere (single-line responses put it mid-line).
+_ANSWER_LINE = re.compile(
+    r"(?im)(?:^[ \t>*#_]*(?:final[ \t]+)?|\bfinal[ \t]+)answer[ \t]*[*_]*[ \t]*[:：][ \t]*[*_]*[ \t]*"
 )
-_HASH = re.compile(r"####[ \t]*([^\n]+)")
+_ANSWER_IS = re.compile(r"(?i)\b(?:final[ \t]+)?answer[ \t]+(?:is|should[ \t]+be|would[ \t]+be)[ \t]*[:：]?[ \t]*")
+_HASH = re.compile(r"####[ \t]*")
+_FINAL_ANSWER = re.compile(r"(?i)\bfinal[ \t]+answer(?:[ \t]*[*_]*[ \t]*[:：]|[ \t]+is)[ \t]*[:：]?[ \t]*[*_]*[ \t]*")
 _BOLD = re.compile(r"\*\*([^*\n]{1,200})\*\*")
+# Formulas: an escaped dollar ``\\$`` is content, not a delimiter ("$\\$12.40$"); inline ``$...$`` and ``\\(...\\)``
+# stay on one line (a "$" at the end of one line and another on a later one are more often two currency signs, or
+# broken LaTeX, than one formula), display ``$$...$$`` and ``\\[...\\]`` may span lines.
 _INLINE_MATH = re.compile(
-    r"\$\$([^$]{1,1000})\$\$|\$([^$\n]{1,1000})\$|\\\((.{1,1000}?)\\\)|\\\[(.{1,1000}?)\\\]", re.DOTALL
+    r"(?<!\\)\$\$((?:[^$\\]|\\.){1,1000}?)\$\$|(?<!\\)\$((?:[^$\n\\]|\\[^\n]){1,1000}?)\$"
+    r"|\\\(([^\n]{1,1000}?)\\\)|\\\[(.{1,1000}?)\\\]",
+    re.DOTALL,
 )
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+# Inline delimiters paired across a line break: not a formula, and not prose for the last-number fallback either.
+_BROKEN_INLINE_MATH = re.compile(
+    r"(?<!\\)\$(?!\$)[^$]{0,1000}\n[^$]{0,1000}(?<!\\)\$|\\\((?:(?!\\\))[^\n]){0,1000}\n.{0,1000}?\\\)", re.DOTALL
+)
+# A number, not a digit inside a word ("AZYUK2A", "H2O" hold no answer).
+_NUMBER = re.compile(r"(?<![A-Za-z_\d.])(?:-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+)(?![A-Za-z]*\d)")
 _PREAMBLE = re.compile(r"(?i)^(?:the[ \t]+)?(?:final[ \t]+)?answer[ \t]+is[ \t]*[:：]?[ \t]*")
 _SENTENCE_TAIL = re.compile(r"(?i)(?:\.|,|;)?\s*(?:I hope it is correct|hope this helps)[^\n]*$")
 
@@ -169,10 +212,66 @@ def _clean_line(answer: str) -> str:
     if isinstance(boxed, tuple):
         return boxed[0]
     # "5. This is because ..." : the answer ends at the first sentence break that is not a decimal point.
-    sentence_end = re.search(r"(?<!\d)\.(?:\s|$)|\.(?=\s+[A-Z])", answer)
+    sentence_end = _SENTENCE_END.search(answer)
     if sentence_end:
         answer = answer[: sentence_end.start()]
-    return answer.strip().strip("*_").strip().rstrip(".")
+    answer = answer.strip().strip("*_").strip().rstrip(".").strip(_QUOTES)
+    return _stated_value(answer) or answer
+
+
+_QUOTES = "\"'“”‘’`"
+
+
+_SENTENCE_END = re.compile(r"(?<!\d)\.(?:\s|$)|\.(?=\s+[A-Z])")
+# Prose that states its answer: "The largest $n$ is 34", "there are 12 ways", "Jane started 3 hours ago".
+_MATH_SPAN = re.compile(r"(?<!\\)\$(?:[^$\\]|\\.){0,1000}\$|\\\([^\n]{0,1000}?\\\)|\\\[.{0,1000}?\\\]", re.DOTALL)
+_TWO_WORDS = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}[ \t,]+[a-zA-Z]{2,}(?![a-zA-Z])")
+_COPULA = re.compile(
+    r"(?i)\b(?:is|are|equals|was|were|be|becomes|(?:increases|decreases|grows|falls|rises|drops)[ \t]+by)\b"
+    r"(?:[ \t]+(?:approximately|about|exactly|equal[ \t]+to))?[ \t:]*"
+)
+_STATED_VALUE = re.compile(
+    r"(?<!\\)\$(?:[^$\\]|\\.){1,1000}\$|\\\([^\n]{1,1000}?\\\)"
+    r"|(?<![A-Za-z\d.])-?(?:\d[\d,]*(?:\.\d+)?(?:/\d+)?|\.\d+)(?:[ \t]*%)?"
+)
+
+
+def _stated_value(sentence: str) -> str | None:
+    """The value a prose sentence states: what follows its last "is"/"are"/"equals", or its only number or formula;
+    None when the sentence is not prose or states no single value."""
+    outside = _MATH_SPAN.sub(lambda m: "$" * len(m.group(0)), sentence)  # same length, no words inside math
+    if not _TWO_WORDS.search(outside):
+        return None
+    copulas = [m for m in _COPULA.finditer(outside)]
+    if copulas:
+        value = _STATED_VALUE.match(sentence, copulas[-1].end())
+    else:
+        values = list(_STATED_VALUE.finditer(sentence))
+        value = values[0] if len(values) == 1 else None
+    if value is None:
+        return None
+    text = value.group(0)
+    return _MATH_SPAN.sub(lambda m: _strip_delimiters(m.group(0)), text).strip()
+
+
+def _strip_delimiters(formula: str) -> str:
+    return formula[2:-2] if formula.startswith(("\\(", "\\[")) else formula[1:-1]
+
+
+# A concluding sentence in prose ("Therefore, there are 12 distinct sequences."): read like an answer line.
+_CONCLUSION = re.compile(
+    r"(?i)\b(?:therefore|thus|hence|so|finally|altogether|in[ \t]+total|in[ \t]+conclusion)\b[ \t,]*"
+    r"((?:[^.\n$]|(?<!\\)\$[^$\n]{0,200}\$|\.(?=\d)){1,300})"
+)
+
+
+def _conclusion(text: str) -> Located | None:
+    paragraph, offset = _final_paragraph(text)
+    for match in reversed(list(_CONCLUSION.finditer(paragraph))):
+        value = _stated_value(_SENTENCE_TAIL.sub("", match.group(1)).strip())
+        if value:
+            return value, offset + match.start()
+    return None
 
 
 def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
@@ -182,14 +281,22 @@ def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     return last
 
 
-def _line_format(pattern: re.Pattern[str]) -> Callable[[str], Located | None]:
+def _line_format(marker: re.Pattern[str]) -> Callable[[str], Located | None]:
+    """The rest of the line after the last ``marker`` that is followed by something (linear: markers are found
+    first, and only their own lines are read)."""
+
     def extract(text: str) -> Located | None:
-        match = _last(pattern, text)
-        return (_clean_line(match.group(1)), match.start()) if match else None
+        for match in reversed(list(marker.finditer(text))):
+            line_end = text.find("\n", match.end())
+            content = text[match.end() : len(text) if line_end < 0 else line_end].strip()
+            if content:
+                return _clean_line(content), match.start()
+        return None
 
     return extract
 
 
+_final_answer = _line_format(_FINAL_ANSWER)
 _answer_line = _line_format(_ANSWER_LINE)
 _answer_is = _line_format(_ANSWER_IS)
 _hash = _line_format(_HASH)
@@ -199,9 +306,10 @@ _MAX_PARAGRAPH_CHARS = 5_000
 
 
 def _final_paragraph(text: str) -> tuple[str, int]:
-    """The last paragraph (at most 5,000 characters of it) and where it starts."""
+    """The last paragraph (at most 5,000 characters of it) and where it starts (0 when there is one paragraph)."""
     stripped = text.rstrip()
-    start = max(stripped.rfind("\n\n") + 2, len(stripped) - _MAX_PARAGRAPH_CHARS, 0)
+    blank_line = stripped.rfind("\n\n")
+    start = max(0 if blank_line < 0 else blank_line + 2, len(stripped) - _MAX_PARAGRAPH_CHARS)
     return stripped[start:], start
 
 
@@ -226,16 +334,19 @@ def _inline_math(text: str) -> Located | None:
 
 
 def _last_number(text: str) -> Located | None:
-    match = _last(_NUMBER, text)
+    masked = _BROKEN_INLINE_MATH.sub(lambda m: " " * len(m.group(0)), text)
+    match = _last(_NUMBER, masked)
     return (match.group(0).rstrip(","), match.start()) if match else None
 
 
 _EXTRACTORS: dict[str, Callable[[str], Located | str | None]] = {
     "boxed": _boxed,
+    "final_answer": _final_answer,
     "answer_line": _answer_line,
     "answer_is": _answer_is,
     "hash": _hash,
     "bold": _bold,
     "inline_math": _inline_math,
+    "conclusion": _conclusion,
     "last_number": _last_number,
 }

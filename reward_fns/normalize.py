@@ -26,6 +26,7 @@ _UNICODE = {
     "\u2260": r"\ne ",
     "\u00b1": r"\pm ",
     "\u2213": r"\mp ",
+    "\u2248": r"\approx ",
     "\u222a": r"\cup ",
     "\u2229": r"\cap ",
     "\u2208": r"\in ",
@@ -66,6 +67,10 @@ _TEXT_WRAPPERS = (
 )
 _DROPPED_WRAPPERS = ("phantom", "hphantom", "vphantom", "label", "tag")
 
+# Explicit thousands separators: MATH's ``10,\\!080`` (a comma and a negative thin space) and ``10{,}080`` (a comma
+# in a group). They are never list commas, so they go before spacing commands turn ``\\!`` into a space.
+_EXPLICIT_THOUSANDS = re.compile(r"(\d)\s*(?:,\s*\\!|\{\s*,\s*\})\s*(?=\d)")
+
 _SIMPLE_REWRITES = [
     (re.compile(r"\\\\"), r" \\rowsep "),
     (re.compile(r"\\begin\s*\{\s*(?:[pbvBV]?matrix|smallmatrix|array)\s*\}(?:\s*\{[^{}]*\})?"), r" \\matrixbegin "),
@@ -76,7 +81,8 @@ _SIMPLE_REWRITES = [
     (re.compile(r"\\[dt]binom(?![a-zA-Z])"), r"\\binom"),
     (re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])\s*\.?"), ""),
     (re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits|mathop|middle)(?![a-zA-Z])"), ""),
-    (re.compile(r"\\(?:q?quad)(?![a-zA-Z])"), ","),
+    # No LaTeX command starts with "quad" but \\quad itself: "\\quadx_2" is \\quad glued to x_2 by a space-stripper.
+    (re.compile(r"\\(?:q?quad)"), ","),
     (re.compile(r"\\(?:[,;:! ]|enspace|thinspace|medspace|thickspace|negthinspace)"), " "),
     (re.compile(r"~"), " "),
     (re.compile(r"\\(?:lbrace)(?![a-zA-Z])"), r"\\{"),
@@ -91,7 +97,7 @@ _SIMPLE_REWRITES = [
     (re.compile(r"\\%|\\percent(?![a-zA-Z])"), "%"),
     (re.compile(r"\\\$|\$"), ""),
     (re.compile(r"\\(?:cdots|ldots|dots|dotsc|dotsb)(?![a-zA-Z])"), "..."),
-    (re.compile(r"\{,\}"), ","),
+    (re.compile(r"\{\s*,\s*\}"), ","),
     (re.compile(r"\\infin(?:ity)?(?![a-zA-Z])"), r"\\infty "),
 ]
 
@@ -106,9 +112,7 @@ _ELEMENT_OF = re.compile(r"^\s*[a-zA-Z]\s*\\in\s*")
 _WORD_UNIT_TAIL = re.compile(r"(?<=[\d})\]°%])(\s*)((?:[a-zA-Z]{2,}\.?(?:\^\{?\d\}?)?\s*)+)$")
 _WORD_UNIT_HEAD = re.compile(r"^\s*(?:rs\.?|usd|inr|eur)\s*(?=\d)", re.IGNORECASE)
 
-_GLUED_UNITS = frozenset(
-    "mm cm km kg mg ml cc mph kmh ft yd mi lb lbs oz hr hrs min sec sq deg units".split()
-)
+_GLUED_UNITS = frozenset("mm cm km kg mg ml cc mph kmh ft yd mi lb lbs oz hr hrs min sec sq deg units".split())
 
 # Trailing words that are part of the mathematics, never units.
 _MATH_WORDS = frozenset(
@@ -146,6 +150,7 @@ def normalize_answer(answer: str) -> str:
     text = _REPEATING_DECIMAL.sub(_repeating_decimal, text)
     text = strip_wrappers(text, _DROPPED_WRAPPERS, keep_content=False)
     text = strip_wrappers(text, _TEXT_WRAPPERS, keep_content=True)
+    text = _EXPLICIT_THOUSANDS.sub(r"\1", text)
     for pattern, replacement in _SIMPLE_REWRITES:
         text = pattern.sub(replacement, text)
     text = _PREAMBLE.sub("", text)
@@ -153,7 +158,7 @@ def normalize_answer(answer: str) -> str:
     text = _PERCENT_WORDS.sub("%", text)
     text = _WORD_UNIT_HEAD.sub("", text)
     text = _ELEMENT_OF.sub("", text)
-    text = _THOUSANDS.sub(lambda m: m.group(1) + m.group(2).replace(",", ""), text)
+    text = _group_thousands(text)
     text = _SPACED_THOUSANDS.sub(lambda m: m.group(1) + m.group(2).replace(" ", ""), text)
     text = _strip_unit_words(text)
     text = _MIXED_LATEX.sub(_mixed_number, text)
@@ -166,6 +171,36 @@ def normalize_answer(answer: str) -> str:
 # A whole number directly before a proper digit fraction is a mixed number (MATH writes 2\frac{1}{4} for 9/4).
 _MIXED_LATEX = re.compile(r"(?<![\d.}^_])(\d+)\s*\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 _MIXED_PLAIN = re.compile(r"(?<![\d.^_/])(\d+) +(\d+)/(\d+)(?![\d.])")
+
+
+def _group_thousands(text: str) -> str:
+    """``1,000,000`` → ``1000000``, but only outside brackets: inside ``(1,100)``, ``[2,400]`` or ``\\{3,500\\}`` a
+    comma separates the items of a tuple, interval or set (the explicit separators were removed earlier)."""
+    if "," not in text:
+        return text
+    depths = _bracket_depths(text)
+    return _THOUSANDS.sub(
+        lambda m: m.group(0) if depths[m.start()] else m.group(1) + m.group(2).replace(",", ""),
+        text,
+    )
+
+
+def _bracket_depths(text: str) -> list[int]:
+    """The nesting depth of round, square and set brackets at each index (LaTeX ``{}`` groups do not count)."""
+    depths, depth, index = [0] * (len(text) + 1), 0, 0
+    while index < len(text):
+        char = text[index]
+        if text.startswith("\\{", index) or text.startswith("\\langle", index):
+            depth += 1
+        elif text.startswith("\\}", index) or text.startswith("\\rangle", index):
+            depth = max(depth - 1, 0)
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth = max(depth - 1, 0)
+        depths[index] = depth
+        index += 1
+    return depths
 
 
 def _mixed_number(match: re.Match[str]) -> str:

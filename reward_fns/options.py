@@ -31,6 +31,11 @@ class GradingOptions:
     DAPO data; ``####`` for GSM8K); otherwise the lenient fallbacks ("the answer is", markdown bold, a trailing
     inline formula, the last number) are tried in that order.
 
+    Comparison: ``rel_tol`` is the relative precision a decimal must reach against an exact gold;
+    ``inequality_for_interval`` (default true) lets an inequality (``-2 <= x <= 7``) answer a gold in interval
+    notation (``[-2, 7]``); set it false when the problem demands interval notation (an interval always answers an
+    inequality gold).
+
     Reward: ``correct_score`` / ``incorrect_score``; ``no_answer_score`` (defaults to ``incorrect_score``) is given
     when nothing could be extracted, so a format penalty is ``no_answer_score=-1``; ``format_score`` is added to a
     wrong answer that was nevertheless given in the expected format (boxed / Answer line), the classic
@@ -41,6 +46,7 @@ class GradingOptions:
     strict: bool = False
     timeout_s: float = 3.0
     rel_tol: float = 1e-4
+    inequality_for_interval: bool = True
     correct_score: float = 1.0
     incorrect_score: float = 0.0
     no_answer_score: float | None = None
@@ -55,6 +61,12 @@ class GradingOptions:
 
     def __post_init__(self) -> None:
         _require(isinstance(self.strict, bool), "strict", self.strict, "a bool")
+        _require(
+            isinstance(self.inequality_for_interval, bool),
+            "inequality_for_interval",
+            self.inequality_for_interval,
+            "a bool",
+        )
         for name in ("timeout_s", "rel_tol", "overlong_penalty_factor"):
             value = getattr(self, name)
             _require(_is_real(value) and value > 0 and math.isfinite(value), name, value, "a finite number > 0")

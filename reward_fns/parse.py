@@ -116,7 +116,11 @@ _GREEK = frozenset(
         "Omega",
     }
 )
-_RELATION_COMMANDS = {"le": "<=", "ge": ">=", "ne": "!=", "lt": "<", "gt": ">", "approx": "=", "eq": "="}
+# "\\approx" is kept apart from "=": in "x = 1/3 \\approx 0.33" the exact value before it is the answer.
+APPROX = "~="
+_RELATION_COMMANDS = {"le": "<=", "ge": ">=", "ne": "!=", "lt": "<", "gt": ">", "approx": APPROX, "eq": "="}
+# Operators over an index range: the body is kept as a tree (no value), so only structure can decide them.
+_BIG_OPERATORS = frozenset({"sum", "prod"})
 _PRODUCT_COMMANDS = frozenset({"cdot", "times", "ast"})
 _NOT_ARGUMENT_WORDS = _FUNCTIONS | {"and", "or"}
 _INFINITY_WORDS = frozenset({"inf", "infty", "infinity", "oo"})
@@ -186,6 +190,27 @@ def parse_number(text: str) -> Num:
     return Num(value, decimals if decimals and decimals > 0 else None)
 
 
+def _semicolon_groups(tokens: list[_Token]) -> list[list[_Token]] | None:
+    """The tokens split at top-level semicolons, when commas also separate items at the top level; else None."""
+    depth, groups, current, commas = 0, [], [], False
+    for token in tokens:
+        kind, value, _ = token
+        if (kind == "op" and value in "([{") or (kind == "cmd" and value in ("\\{", "\\langle", MATRIX_BEGIN)):
+            depth += 1
+        elif (kind == "op" and value in ")]}") or (kind == "cmd" and value in ("\\}", "\\rangle", MATRIX_END)):
+            depth -= 1
+        if depth == 0 and (kind, value) == ("op", ";"):
+            groups.append(current)
+            current = []
+            continue
+        commas |= depth == 0 and (kind, value) == ("op", ",")
+        current.append(token)
+    groups.append(current)
+    if len(groups) < 2 or not commas or not all(groups):
+        return None
+    return groups
+
+
 class _Parser:
     def __init__(self, tokens: list[_Token]) -> None:
         self.tokens = tokens
@@ -227,6 +252,10 @@ class _Parser:
 
     # -- grammar -------------------------------------------------------------------------------------------------
     def parse(self) -> Node:
+        groups = _semicolon_groups(self.tokens)
+        if groups is not None:
+            # "p=5, q=2; p=7, q=2": semicolons separate solutions, commas the parts of one solution.
+            return Seq("", tuple(_Parser(group).parse() for group in groups), "")
         items = self.item_list(closers=())
         if self.position != len(self.tokens):
             raise AnswerParseError(f"unexpected {self.peek()[1]!r}")
@@ -271,13 +300,24 @@ class _Parser:
         return None
 
     def relation(self) -> Node:
-        parts = [self.expression()]
+        parts = [self.ratio()]
         ops: list[str] = []
         while (op := self.relation_op()) is not None:
             self.advance()
             ops.append(op)
-            parts.append(self.expression())
+            parts.append(self.ratio())
         return parts[0] if not ops else Relation(tuple(ops), tuple(parts))
+
+    def ratio(self) -> Node:
+        """``a : b`` is the ratio a/b (``V_1:V_2 = 11:21``); a three-part ratio has no single value."""
+        left = self.expression()
+        if not self.at_op(":"):
+            return left
+        self.advance()
+        right = self.expression()
+        if self.at_op(":"):
+            raise AnswerParseError("ratios of more than two parts are not supported")
+        return Mul((left, Pow(right, MINUS_ONE)))
 
     def expression(self) -> Node:
         self.enter()
@@ -462,9 +502,17 @@ class _Parser:
             return name
         self.advance()
         if self.at_op("{"):
-            start = self.position
-            self.group()
+            # A subscript is a label, not mathematics ("S_{MBCN}"): find its closing brace without parsing it.
+            start, depth = self.position, 0
+            while True:
+                kind, value, _ = self.advance()
+                depth += (kind, value) == ("op", "{")
+                depth -= (kind, value) == ("op", "}")
+                if depth == 0:
+                    break
             inner = "".join(token[1] for token in self.tokens[start + 1 : self.position - 1])
+            if not inner:
+                raise AnswerParseError(f"empty subscript of {name}")
             return f"{name}_{inner}"
         return f"{name}_{self.advance()[1]}"
 
@@ -530,6 +578,8 @@ class _Parser:
             return Func(name[1:], (inner,))
         if name == MATRIX_BEGIN[1:]:
             return self.matrix()
+        if name in _BIG_OPERATORS:
+            return self.big_operator(name)
         if name in _FUNCTIONS:
             return self.function(_FUNCTION_ALIASES.get(name, name))
         if name in _GREEK:
@@ -537,6 +587,18 @@ class _Parser:
         if name in ("exp",):
             return self.function("exp")
         raise AnswerParseError(f"unsupported command \\{name}")
+
+    def big_operator(self, name: str) -> Node:
+        """``\\sum_{k=0}^{n} body``: Func(name, (lower, upper, body)), the body running over the following product."""
+        lower: Node = ZERO
+        upper: Node = ZERO
+        if self.at_op("_"):
+            self.advance()
+            lower = self.latex_argument()
+        if self.at_op("^"):
+            self.advance()
+            upper = self.latex_argument()
+        return Func(name, (lower, upper, self.term()))
 
     def radicand(self) -> Node:
         # "\sqrt(2)" is malformed LaTeX, but its writer meant the square root of 2, not "sqrt of '(' times 2".
@@ -617,4 +679,4 @@ class _Parser:
         return Matrix(tuple(rows))
 
 
-__all__ = ["AnswerParseError", "parse_answer", "parse_number", "tokenize"]
+__all__ = ["APPROX", "AnswerParseError", "parse_answer", "parse_number", "tokenize"]

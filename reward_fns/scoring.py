@@ -96,17 +96,17 @@ def grade(
         formatted = extraction.method in profile.strict_formats
         deadline = time.monotonic() + options.timeout_s
         check = _inline_symbolic(deadline) if symbolic_in_process else _pooled_symbolic(deadline)
-        verdict = _best_verdict(pred, golds, options.rel_tol, check)
+        verdict = _best_verdict(pred, golds, options, check)
         return Grade(verdict.equal, pred[:MAX_PRED_CHARS], verdict.reason, verdict.method, formatted)
     except Exception:  # a grader bug must cost one reward, not the training run; it is logged, not hidden
         logger.warning("reward_fns: grader error on data_source=%r", data_source, exc_info=True)
         return Grade(False, "", "grader_error")
 
 
-def _best_verdict(pred: str, golds: list[str], rel_tol: float, symbolic) -> Verdict:
+def _best_verdict(pred: str, golds: list[str], options: GradingOptions, symbolic) -> Verdict:
     verdicts = []
     for gold in golds:
-        verdict = answers_equivalent(pred, gold, rel_tol, symbolic)
+        verdict = answers_equivalent(pred, gold, options.rel_tol, symbolic, options.inequality_for_interval)
         if verdict.equal:
             return verdict
         verdicts.append(verdict)
@@ -239,8 +239,7 @@ def compute_score_batch(
     else:
         results = _grade_in_pool(sources, solution_strs, golds, options, workers)
     return [
-        reward_of(result, options, solution, extra)
-        for result, solution, extra in zip(results, solution_strs, extras)
+        reward_of(result, options, solution, extra) for result, solution, extra in zip(results, solution_strs, extras)
     ]
 
 

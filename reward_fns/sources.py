@@ -12,7 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-_FALLBACK_TIERS = (("bold",), ("inline_math",), ("last_number",))
+_FALLBACK_TIERS = (("bold",), ("inline_math", "conclusion"), ("last_number",))
+# An explicit "Final Answer: X" / "the final answer is X" is as strong as the source's own format: in lenient
+# extraction it shares the first tier with it, so the later of a box and a final-answer statement wins (a box around
+# an intermediate value, then "Final Answer: The final answer is $10,455$").
+_FINAL_STATEMENT = ("final_answer",)
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class SourceProfile:
     def tiers(self, strict: bool) -> tuple[tuple[str, ...], ...]:
         if strict:
             return (self.own_format,)
-        return (self.own_format, self.statements, *_FALLBACK_TIERS)
+        return ((*self.own_format, *_FINAL_STATEMENT), self.statements, *_FALLBACK_TIERS)
 
     @property
     def strict_formats(self) -> tuple[str, ...]:

@@ -21,14 +21,9 @@ if __name__ != "reward_fns":  # loaded by file path (verl's custom-reward loader
 
 from reward_fns.equivalence import Verdict, answers_equivalent
 from reward_fns.extract import Extraction, extract_answer
+from reward_fns.multiple_choice import compute_score, compute_score_batch  # multiple choice, else math
 from reward_fns.options import GradingOptions
-from reward_fns.scoring import (
-    Grade,
-    compute_score,
-    compute_score_batch,
-    grade,
-    warm_up,
-)
+from reward_fns.scoring import Grade, grade, warm_up
 from reward_fns.sources import profile_for
 
 __all__ = [

@@ -89,8 +89,8 @@ def answers_equivalent(
     try:
         gold_tree = parse_cached(gold_norm)
     except AnswerParseError:
-        # A gold that is not mathematics ("east", "no solution"): only a word match counts.
-        equal = normalize_text(pred_norm) == normalize_text(gold_norm)
+        # A gold that is not mathematics ("east", "no solution"): only a word match counts ("x = east" is labelled).
+        equal = normalize_text(_LABEL.sub("", pred_norm)) == normalize_text(gold_norm)
         return Verdict(equal, "correct" if equal else "wrong", "text")
     try:
         pred_tree = parse_cached(pred_norm)
@@ -112,6 +112,7 @@ def answers_equivalent(
     return Verdict(False, "wrong", "+".join(dict.fromkeys(state.methods)) or "structure")
 
 
+_LABEL = re.compile(r"^\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=(?!=)\s*")
 _DECIMAL = re.compile(r"-?\d+\.\d+")
 _COMMA_BETWEEN_DIGITS = re.compile(r"(-?\d+),(\d+)")
 

@@ -102,7 +102,10 @@ _SIMPLE_REWRITES = [
 ]
 
 _DELIMITERS = re.compile(r"^\s*(?:\\\[|\\\(|\$\$?)\s*|\s*(?:\\\]|\\\)|\$\$?)\s*$")
-_THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d,])")
+# A run of digit groups joined by commas; it is one grouped number only when every group after the first has three
+# digits and the first has one to three (not starting with 0): "1,234,567" is one number, "27,54,108" a list.
+_COMMA_RUN = re.compile(r"(?<![\d.,])\d+(?:,\d+)+(?!,?\d)")
+_GROUPED = re.compile(r"[1-9]\d{0,2}(?:,\d{3})+")
 _SPACED_THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?: \d{3})+)(?![\d.])")
 _TRAILING_PUNCT = re.compile(r"[\s.,;:?]+$")  # not "!": 5! is a factorial
 _PREAMBLE = re.compile(r"(?i)^\s*(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*")
@@ -179,10 +182,12 @@ def _group_thousands(text: str) -> str:
     if "," not in text:
         return text
     depths = _bracket_depths(text)
-    return _THOUSANDS.sub(
-        lambda m: m.group(0) if depths[m.start()] else m.group(1) + m.group(2).replace(",", ""),
-        text,
-    )
+
+    def ungroup(match: re.Match[str]) -> str:
+        run = match.group(0)
+        return run.replace(",", "") if not depths[match.start()] and _GROUPED.fullmatch(run) else run
+
+    return _COMMA_RUN.sub(ungroup, text)
 
 
 def _bracket_depths(text: str) -> list[int]:

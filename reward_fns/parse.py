@@ -465,7 +465,7 @@ class _Parser:
         token = self.advance()
         kind, value, _ = token
         if kind == "num":
-            node = parse_number(value)
+            node = self.based_number(value) if self.at_op("_") else parse_number(value)
         elif kind == "word":
             node = self.word(value)
         elif kind == "cmd":
@@ -487,6 +487,22 @@ class _Parser:
             raise AnswerParseError(f"unexpected {value!r}")
         self.depth -= 1
         return node
+
+    def based_number(self, digits: str) -> Node:
+        """``204_5``: a numeral in base 5 (its value; MATH writes answers in other bases this way)."""
+        self.advance()
+        braced = self.at_op("{")
+        if braced:
+            self.advance()
+        token = self.advance()
+        if braced:
+            self.expect_op("}")
+        if token[0] != "num" or not token[1].isdigit() or not 2 <= int(token[1]) <= 36 or not digits.isdigit():
+            raise AnswerParseError(f"numeral {digits} with subscript {token[1]!r}: expected a base from 2 to 36")
+        base = int(token[1])
+        if any(int(digit) >= base for digit in digits):
+            raise AnswerParseError(f"numeral {digits} has digits that base {base} does not have")
+        return Num(Fraction(int(digits, base)))
 
     def bracketed(self, opener: str) -> Node:
         items = self.item_list(closers=(")", "]"))

@@ -123,7 +123,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _last_box(text: str) -> str | None:
+def last_box(text: str) -> str | None:
     from reward_fns.braces import closing_brace
 
     starts = list(_BOX.finditer(text))
@@ -158,9 +158,9 @@ def load_references(directory: Path) -> dict[str, list[ExternalCase]]:
     if (directory / "minerva_math.jsonl").exists():
         rows = _read_jsonl(directory / "minerva_math.jsonl")
         benchmarks["minerva"] = [
-            case("minerva", i, "minerva", r["solution"], _last_box(r["solution"]) or "")
+            case("minerva", i, "minerva", r["solution"], last_box(r["solution"]) or "")
             for i, r in enumerate(rows)
-            if _last_box(r["solution"])
+            if last_box(r["solution"])
         ]
     if (directory / "aime24.jsonl").exists():
         rows = _read_jsonl(directory / "aime24.jsonl")
@@ -170,4 +170,4 @@ def load_references(directory: Path) -> dict[str, list[ExternalCase]]:
     return benchmarks
 
 
-__all__ = ["ExternalCase", "load_references", "load_suite", "suite_gold", "suite_response", "unescape"]
+__all__ = ["ExternalCase", "last_box", "load_references", "load_suite", "suite_gold", "suite_response", "unescape"]

@@ -185,3 +185,67 @@ def test_bfloat16_matches_the_float64_reference(implementation, ratio_level, haz
     wrong_loss, _, _, _ = reference(new, old, advantages, mask, MHPOParams(**{**params.as_dict(), "c": 1.65}))
     with pytest.raises(AssertionError):
         assert_matches_reference(terms.loss, wrong_loss, torch.bfloat16, "loss")
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("ratio_level", ["token", "sequence"])
+def test_returned_terms_are_detached_and_equal_across_implementations_padding_included(implementation, ratio_level):
+    """Only the loss carries a graph; u, psi and zeta are statistics. Outside the mask both implementations hold the
+    on-policy values (u = psi = 0), which the diagnostics rely on when they skip masking u and psi."""
+    new, old, advantages, mask, weights = random_batch(seed=4)
+    params = MHPOParams(ratio_level=ratio_level)
+    terms, _ = run(implementation, new, old, advantages, mask, params, weights)
+    eager, _ = run("eager", new, old, advantages, mask, params, weights)
+    assert terms.loss.requires_grad
+    for name in ("log_ratio", "psi", "zeta"):
+        value = getattr(terms, name)
+        assert not value.requires_grad, name
+        torch.testing.assert_close(value, getattr(eager, name), rtol=1e-12, atol=1e-12, msg=name)
+    padding = torch.tensor(~mask)
+    assert (terms.log_ratio[padding] == 0).all() and (terms.psi[padding] == 0).all()
+
+
+def autograd_nodes(tensor: torch.Tensor) -> set[str]:
+    seen, stack, names = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("implementation", ["eager", "fused"])
+def test_the_configured_implementation_is_the_one_that_runs(implementation):
+    """Both give the same numbers, so only the graph shows which ran: fused is chosen for its memory."""
+    new, old, advantages, mask, _ = random_batch(seed=6)
+    log_prob = torch.tensor(new, requires_grad=True)
+    loss, _ = get_policy_loss_fn("mhpo")(
+        old_log_prob=torch.tensor(old),
+        log_prob=log_prob,
+        advantages=torch.tensor(advantages),
+        response_mask=torch.tensor(mask),
+        loss_agg_mode="token-mean",
+        config={"policy_loss": {"implementation": implementation}},
+    )
+    fused_nodes = {name for name in autograd_nodes(loss) if "Fused" in name}
+    assert bool(fused_nodes) is (implementation == "fused"), autograd_nodes(loss)
+
+
+def test_the_default_aggregation_is_the_papers_sequence_mean_of_token_means():
+    new, old, advantages, mask, _ = random_batch(seed=8)
+    tensors = dict(
+        old_log_prob=torch.tensor(old),
+        log_prob=torch.tensor(new),
+        advantages=torch.tensor(advantages),
+        response_mask=torch.tensor(mask),
+    )
+    loss_fn = get_policy_loss_fn("mhpo")
+    default, _ = loss_fn(**tensors, config={"policy_loss": {}})
+    ref_loss, _, _, _ = reference(new, old, advantages, mask, MHPOParams())
+    per_response = ref_loss.sum(axis=-1) / mask.sum(axis=-1)
+    assert default.item() == pytest.approx(per_response.mean(), rel=1e-10)
+    token_mean, _ = loss_fn(**tensors, loss_agg_mode="token-mean", config={"policy_loss": {}})
+    assert token_mean.item() != pytest.approx(default.item(), rel=1e-3)  # the batch tells the two modes apart

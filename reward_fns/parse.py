@@ -489,7 +489,8 @@ class _Parser:
         return node
 
     def based_number(self, digits: str) -> Node:
-        """``204_5``: a numeral in base 5 (its value; MATH writes answers in other bases this way)."""
+        """``204_5``: a numeral in base 5, kept as written (a name for itself). Its decimal value would be a
+        different answer: a problem that asks for base 5 wants the base-5 spelling, so ``54`` is not ``204_5``."""
         self.advance()
         braced = self.at_op("{")
         if braced:
@@ -502,7 +503,7 @@ class _Parser:
         base = int(token[1])
         if any(int(digit) >= base for digit in digits):
             raise AnswerParseError(f"numeral {digits} has digits that base {base} does not have")
-        return Num(Fraction(int(digits, base)))
+        return Sym(f"{digits}_{base}")
 
     def bracketed(self, opener: str) -> Node:
         items = self.item_list(closers=(")", "]"))

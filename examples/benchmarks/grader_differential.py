@@ -212,7 +212,9 @@ def _digit_off(text: str) -> str:
 
 
 # Golds that state a set, a relation or words rather than a value: "x = ..." in front of them is not a label.
-_NOT_A_VALUE = re.compile(r"=|<|>|\\(?:cup|cap|in|le|ge|leq|geq|leqslant|geqslant|text|mathrm|ne|neq|quad|qquad)(?![a-zA-Z])|\$")
+_NOT_A_VALUE = re.compile(
+    r"=|<|>|\$|\\(?:cup|cap|in|le|ge|leq|geq|leqslant|geqslant|text|mathrm|ne|neq|quad|qquad)(?![a-zA-Z])"
+)
 
 
 def _box(text: str) -> str:
@@ -290,7 +292,7 @@ def variants(answer: Answer) -> list[ExternalCase]:
         add("extra_member", _box(", ".join([*list_items, extra])), False)
         add("digit_off", _box(_digit_off(gold)), False)
     if tuple_items:
-        if len(set(tuple_items)) == len(tuple_items) and len({_number_value(i) for i in tuple_items}) == len(tuple_items):
+        if len({_number_value(item) for item in tuple_items}) == len(tuple_items):
             add("swapped_tuple", _box("(" + ", ".join(reversed(tuple_items)) + ")"), False)
         first = tuple_items[0]
         negated = first[1:] if first.startswith("-") else f"-{first}"

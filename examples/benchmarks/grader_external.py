@@ -89,6 +89,21 @@ def suite_response(pred: str) -> str:
     return f"The answer is \\boxed{{{formula}}}" if formula else pred
 
 
+DEFAULT_REL_TOL = 1e-4
+
+
+def suite_options(peer_options: dict[str, Any]) -> dict[str, Any]:
+    """The reward_fns options that say what a test's math-verify options say, where reward_fns has the knob: a
+    float precision looser than our default becomes ``rel_tol`` (never a tighter one), and math-verify's
+    ``allow_set_relation_comp`` (default false: an inequality does not answer an interval gold)
+    ``inequality_for_interval``."""
+    options: dict[str, Any] = {"inequality_for_interval": bool(peer_options.get("allow_set_relation_comp", False))}
+    precision = peer_options.get("precision", peer_options.get("float_rounding"))
+    if isinstance(precision, int) and 10.0**-precision > DEFAULT_REL_TOL:
+        options["rel_tol"] = 10.0**-precision
+    return options
+
+
 def load_suite(path: Path) -> list[ExternalCase]:
     """The suite's cases, mapped; a malformed line is an error naming the line."""
     cases = []
@@ -113,6 +128,7 @@ def load_suite(path: Path) -> list[ExternalCase]:
                 peer_gold=gold,
                 peer_pred=pred,
                 peer_options=dict(row.get("mv") or {}),
+                options=suite_options(dict(row.get("mv") or {})),
             )
         )
     return cases
@@ -170,4 +186,13 @@ def load_references(directory: Path) -> dict[str, list[ExternalCase]]:
     return benchmarks
 
 
-__all__ = ["ExternalCase", "last_box", "load_references", "load_suite", "suite_gold", "suite_response", "unescape"]
+__all__ = [
+    "ExternalCase",
+    "last_box",
+    "load_references",
+    "load_suite",
+    "suite_gold",
+    "suite_options",
+    "suite_response",
+    "unescape",
+]

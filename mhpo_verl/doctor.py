@@ -9,10 +9,13 @@ as ``Unsupported loss mode: mhpo`` deep inside a worker, minutes into a run. The
 3. the same inside Ray workers: on a temporary local cluster, or with ``--ray-address auto`` on one worker per node
    of your running cluster;
 4. the Hydra config composes with your overrides, converts to verl's dataclasses, passes verl's own
-   ``validate_config``, and the loss and estimator run on a tiny batch.
+   ``validate_config``, and the loss and estimator run on a tiny batch;
+5. what the chosen engine and rollout import (:data:`ENGINE_DEPENDENCIES`, :data:`ROLLOUT_DEPENDENCIES`: e.g.
+   Megatron-core, Megatron-Bridge and Transformer Engine for ``--engine megatron``, vLLM for ``--rollout vllm``)
+   imports, with its version, here and on every Ray node.
 
     python -m mhpo_verl doctor
-    python -m mhpo_verl doctor --ray-address auto -- actor_rollout_ref.actor.policy_loss.c=2.0 model_engine=megatron
+    python -m mhpo_verl doctor --ray-address auto --engine megatron -- actor_rollout_ref.actor.policy_loss.c=2.0
 """
 
 from __future__ import annotations
@@ -29,6 +32,24 @@ from typing import Any
 
 from mhpo_verl import ESTIMATOR_NAME, LOSS_NAME, __version__
 
+ENGINE_DEPENDENCIES: dict[str, tuple[tuple[str, str], ...]] = {
+    # (module imported, distribution whose version is reported)
+    "fsdp": (("torch", "torch"),),
+    # verl's Megatron engine: megatron-core, and Megatron-Bridge for use_mbridge=True, vanilla_mbridge=False (the
+    # default; verl/models/mcore/bridge.py imports megatron.bridge); Transformer Engine for Megatron's layers.
+    "megatron": (
+        ("torch", "torch"),
+        ("megatron.core", "megatron-core"),
+        ("megatron.bridge", "megatron-bridge"),
+        ("transformer_engine", "transformer-engine"),
+    ),
+}
+ROLLOUT_DEPENDENCIES: dict[str, tuple[tuple[str, str], ...]] = {
+    "vllm": (("vllm", "vllm"),),
+    "sglang": (("sglang", "sglang"),),
+    "hf": (),  # this project's CPU rollout backend: transformers only, which verl itself needs
+}
+
 ENTRY_POINT_GROUP = "verl.plugins"
 ENTRY_POINT_NAME = "mhpo"
 PLUGIN_MODULE = "mhpo_verl.plugin"
@@ -37,6 +58,7 @@ RUNNABLE_DEFAULTS = [
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1",
     "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=1",
     "actor_rollout_ref.rollout.name=vllm",
+    "actor_rollout_ref.rollout.n=4",  # group-relative advantages need several responses per prompt
     "data.train_batch_size=8",
     "actor_rollout_ref.actor.ppo_mini_batch_size=8",
     "trainer.n_gpus_per_node=8",
@@ -89,6 +111,51 @@ def probe_registration() -> dict[str, Any]:
     if not (result["loss_registered"] and result["estimator_registered"]):
         result["load_error"] = _load_entry_point_error()
     return result
+
+
+def probe_dependencies(engine: str, rollout: str) -> list[dict[str, Any]]:
+    """Import every module ``engine`` and ``rollout`` need, in this process; each with its version or error."""
+    from importlib import import_module
+    from importlib.metadata import PackageNotFoundError, version
+
+    results = []
+    for module, distribution in (*ENGINE_DEPENDENCIES[engine], *ROLLOUT_DEPENDENCIES[rollout]):
+        entry: dict[str, Any] = {"module": module, "distribution": distribution}
+        try:
+            imported = import_module(module)
+        except Exception as error:  # ImportError, or a CUDA/driver error raised while the module initialises
+            entry.update(ok=False, error=f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}")
+        else:
+            try:
+                found = version(distribution)
+            except PackageNotFoundError:
+                found = str(getattr(imported, "__version__", "?"))
+            entry.update(ok=True, version=found)
+        results.append(entry)
+    return results
+
+
+def probe_node(engine: str, rollout: str) -> dict[str, Any]:
+    """:func:`probe_registration` and :func:`probe_dependencies` of one node (run as a Ray task)."""
+    return {**probe_registration(), "dependencies": probe_dependencies(engine, rollout)}
+
+
+def _dependency_summary(dependencies: list[dict[str, Any]]) -> tuple[bool, str]:
+    parts = [
+        f"{d['module']} {d['version']}" if d["ok"] else f"{d['module']} MISSING ({d['error']})" for d in dependencies
+    ]
+    return all(d["ok"] for d in dependencies), ", ".join(parts) or "nothing beyond verl"
+
+
+def check_dependencies(report: Report, engine: str, rollout: str, where: str = "this process") -> None:
+    ok, detail = _dependency_summary(probe_dependencies(engine, rollout))
+    report.add(
+        f"{engine} engine + {rollout} rollout dependencies ({where})",
+        ok,
+        detail,
+        "on the GPU nodes: pip install 'mhpo-verl[megatron]' / '[vllm]' (verl's own extras); a CPU-only machine "
+        "cannot import the CUDA stacks",
+    )
 
 
 def _is_ours(fn: Any, tag: str) -> bool:
@@ -170,7 +237,10 @@ def check_fresh_interpreter(report: Report) -> None:
     report.add("driver process (fresh `import verl`)", ok, detail, "see the load error above")
 
 
-def check_ray_workers(report: Report, address: str | None) -> None:
+def check_ray_workers(
+    report: Report, address: str | None, engine: str | None = None, rollout: str | None = None
+) -> None:
+    """Registration on one worker per alive node; with ``engine`` and ``rollout``, their imports there too."""
     try:
         import ray
     except Exception:
@@ -182,17 +252,23 @@ def check_ray_workers(report: Report, address: str | None) -> None:
             ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
         elif connected_here:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
-        probe = ray.remote(num_cpus=0)(probe_registration)
+        probe = ray.remote(num_cpus=0)(probe_node)
         nodes = [node for node in ray.nodes() if node.get("Alive")]
         futures = []
         for node in nodes:
             strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            futures.append(probe.options(scheduling_strategy=strategy).remote())
+            futures.append(probe.options(scheduling_strategy=strategy).remote(engine or "fsdp", rollout or "hf"))
         for node, result in zip(nodes, ray.get(futures, timeout=600)):
             ok, detail = _probe_summary(result)
-            report.add(f"ray worker on {node.get('NodeManagerAddress')}", ok, detail,
+            where = node.get("NodeManagerAddress")
+            report.add(f"ray worker on {where}", ok, detail,
                        "install mhpo-verl in this node's environment, or pass "
                        f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES={PLUGIN_MODULE}")
+            if engine is None or rollout is None:
+                continue
+            deps_ok, deps = _dependency_summary(result["dependencies"])
+            report.add(f"{engine} engine + {rollout} rollout dependencies (ray worker on {where})", deps_ok, deps,
+                       "install the GPU extras in this node's environment: pip install 'mhpo-verl[megatron,vllm]'")
     except Exception:
         report.add("ray workers", False, traceback.format_exc(), "is the Ray cluster reachable at this address?")
     finally:
@@ -249,8 +325,10 @@ def run_checks(args: argparse.Namespace) -> Report:
     report = Report()
     check_entry_point(report)
     check_fresh_interpreter(report)
+    engine = args.engine or ("megatron" if "model_engine=megatron" in args.overrides else "fsdp")
+    check_dependencies(report, engine, args.rollout)
     if not args.no_ray:
-        check_ray_workers(report, args.ray_address)
+        check_ray_workers(report, args.ray_address, engine, args.rollout)
     check_config(report, args.config_name, args.overrides)
     return report
 
@@ -277,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="check the workers of a running cluster (e.g. 'auto'); default: a temporary local one")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray worker check")
     parser.add_argument("--config-name", default="mhpo_trainer", help="config in mhpo_verl.configs to compose")
+    parser.add_argument("--engine", choices=sorted(ENGINE_DEPENDENCIES),
+                        help="training engine whose imports to check (default: megatron with model_engine=megatron "
+                        "among the overrides, else fsdp)")
+    parser.add_argument("--rollout", choices=sorted(ROLLOUT_DEPENDENCIES), default="vllm",
+                        help="rollout backend whose imports to check (default: vllm, the recipes')")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as you would pass them to verl")
     args = parser.parse_args(argv)

@@ -4,13 +4,16 @@ Examples::
 
     python -m mhpo_verl train --list
     python -m mhpo_verl train --model qwen2.5-7b-instruct --engine fsdp --dry-run
-    python -m mhpo_verl train --model qwen3-30b-a3b-base --engine megatron --algorithm dapo trainer.total_epochs=2
+    python -m mhpo_verl train --model qwen3-30b-a3b-base --engine megatron --algorithm grpo trainer.total_epochs=2
     python -m mhpo_verl train --model qwen2.5-32b-instruct --engine megatron --submit http://head:8265
+    python -m mhpo_verl train --model qwen2.5-7b-instruct --mode one-step-off --dry-run   # + a rollout node
 
 Every run is checked first (:mod:`mhpo_verl.preflight`: verl's config dataclasses and ``validate_config``, parallel
-layout, batch sizes, token budgets, registered loss, reward function, data files). ``--dry-run`` stops there: it
-prints the full command, the resolved verl config and the findings, and exits 0 when nothing is wrong, on any
-machine, GPUs or not. Arguments after the options are Hydra overrides appended to the recipe's (they win).
+layout, batch sizes, token budgets, per-GPU memory estimate, checkpoint folder, registered loss, reward function,
+data files). ``--dry-run`` stops there: it prints the full command, the resolved verl config and the findings, and
+exits 0 when nothing is wrong, on any machine, GPUs or not. ``--mode one-step-off`` / ``fully-async`` run verl's
+asynchronous entry points, with vLLM on ``--rollout-nnodes`` extra node(s).
+Arguments after the options are Hydra overrides appended to the recipe's (they win).
 
 Exit status: 0 success, 1 preflight errors (or the training command's own failure status), 2 bad arguments.
 """
@@ -30,11 +33,13 @@ from typing import TYPE_CHECKING
 from mhpo_verl.recipes import (
     ALGORITHMS,
     CONFIG_PATH,
+    DEFAULT_LOGGERS,
+    DEFAULT_OUTPUT_DIR,
     DEFAULT_TRAIN_SETS,
     DEFAULT_VAL_SETS,
     ENGINES,
     MODELS,
-    RAY_RUNTIME_ENV,
+    MODES,
     Architecture,
     Recipe,
     RecipeError,
@@ -69,17 +74,20 @@ class Launch:
     python: str = sys.executable
     submit_address: str | None = None
     wait_for_job: bool = True
+    gpu_memory_gb: float = 80.0
 
     @property
     def overrides(self) -> list[str]:
         return [*self.recipe.overrides(), *self.extra_overrides]
 
     def trainer_command(self) -> list[str]:
+        # The asynchronous entry points read their own config folder (their @hydra.main config_path).
+        config_path = [f"--config-path={CONFIG_PATH}"] if self.recipe.mode == "sync" else []
         return [
             self.python,
             "-m",
-            "verl.trainer.main_ppo",
-            f"--config-path={CONFIG_PATH}",
+            self.recipe.entry_module,
+            *config_path,
             f"--config-name={self.recipe.config_name}",
             *self.overrides,
         ]
@@ -89,7 +97,7 @@ class Launch:
         if self.submit_address is None:
             return self.trainer_command()
         submit = ["ray", "job", "submit", f"--address={self.submit_address}"]
-        submit.append(f"--runtime-env-json={json.dumps(RAY_RUNTIME_ENV, sort_keys=True)}")
+        submit.append(f"--runtime-env-json={json.dumps(self.recipe.runtime_env(), sort_keys=True)}")
         if not self.wait_for_job:
             submit.append("--no-wait")
         return [*submit, "--", *self.trainer_command()]
@@ -137,9 +145,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="list models, engines and algorithms, then exit")
     parser.add_argument("--model", choices=sorted(MODELS), help="model recipe")
     parser.add_argument("--engine", choices=ENGINES, default="fsdp", help="training engine (default: fsdp)")
-    parser.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="mhpo", help="default: mhpo")
-    parser.add_argument("--nnodes", type=int, help="nodes (default: the recipe layout's)")
+    # Checked by the recipes (not argparse), so that a former name gets its own explanation.
+    parser.add_argument("--algorithm", default="mhpo", help=f"one of {', '.join(ALGORITHMS)} (default: mhpo)")
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="sync",
+        help="verl's main_ppo (sync, default) or its asynchronous one_step_off_policy / fully_async_policy trainers",
+    )
+    parser.add_argument(
+        "--nnodes", type=int, help="training nodes (default: the recipe layout's; another count needs --resize)"
+    )
     parser.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: the recipe layout's, 8)")
+    parser.add_argument(
+        "--resize",
+        action="store_true",
+        help="accept --nnodes/--gpus-per-node other than the layout's: keep TP/PP/CP/EP, re-derive data parallelism",
+    )
+    parser.add_argument("--rollout-nnodes", type=int, help="asynchronous modes: rollout nodes (default 1)")
+    parser.add_argument(
+        "--rollout-gpus-per-node", type=int, help="asynchronous modes: GPUs per rollout node (default: --gpus-per-node)"
+    )
+    parser.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        default=80.0,
+        help="GPU memory the per-GPU estimate is checked against (default: 80)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=DEFAULT_OUTPUT_DIR,
+        help="checkpoints, metrics and TensorBoard go under it (made absolute; on shared storage for multi-node; "
+        f"default: ./{DEFAULT_OUTPUT_DIR})",
+    )
+    parser.add_argument(
+        "--logger",
+        default=",".join(DEFAULT_LOGGERS),
+        help=f"trainer.logger backends, comma-separated (default: {','.join(DEFAULT_LOGGERS)}; add wandb)",
+    )
     parser.add_argument("--model-path", help="local model folder or Hub id (default: the recipe's Hub id)")
     parser.add_argument("--data-dir", help="folder of `python -m mhpo_verl data` output (default: ~/data/mhpo)")
     parser.add_argument(
@@ -176,7 +219,11 @@ def _launch_from_args(args: argparse.Namespace) -> Launch:
         "train_sets": _names(args.train_data, "--train-data"),
         "val_sets": _names(args.val_data, "--val-data"),
         "pass_plugin_env": args.submit is None,
+        "output_dir": args.output_dir,
+        "loggers": _names(args.logger, "--logger"),
     }
+    if args.gpu_memory_gb <= 0:
+        raise RecipeError(f"--gpu-memory-gb must be positive, got {args.gpu_memory_gb:g}")
     if args.data_dir:
         options["data_dir"] = args.data_dir
     recipe = build_recipe(
@@ -186,6 +233,10 @@ def _launch_from_args(args: argparse.Namespace) -> Launch:
         nnodes=args.nnodes,
         gpus_per_node=args.gpus_per_node,
         model_path=args.model_path,
+        mode=args.mode,
+        rollout_nnodes=args.rollout_nnodes,
+        rollout_gpus_per_node=args.rollout_gpus_per_node,
+        resize=args.resize,
         **options,
     )
     recipe.data_files(recipe.train_sets, "train")  # raises RecipeError naming an unknown dataset now
@@ -197,6 +248,7 @@ def _launch_from_args(args: argparse.Namespace) -> Launch:
         python=python,
         submit_address=args.submit,
         wait_for_job=not args.no_wait,
+        gpu_memory_gb=args.gpu_memory_gb,
     )
 
 
@@ -219,6 +271,7 @@ def describe_recipes() -> str:
             f"rollout TP{mega.rollout_tp}"
         )
     lines.append(f"engines: {', '.join(ENGINES)}")
+    lines.append(f"modes: {', '.join(MODES)} (asynchronous modes add --rollout-nnodes rollout node(s), default 1)")
     lines.append("algorithms:")
     lines += [f"  {algorithm.name:<6} {algorithm.description}" for algorithm in ALGORITHMS.values()]
     return "\n".join(lines)
@@ -226,10 +279,12 @@ def describe_recipes() -> str:
 
 def check(launch: Launch) -> tuple[DictConfig, list[Finding]]:
     """Compose the run's config and run every preflight check; returns ``(config, findings)``."""
-    from mhpo_verl.preflight import compose, preflight
+    from mhpo_verl.preflight import compose, preflight, prepare_for_entry
 
-    config = compose(launch.recipe.config_name, launch.overrides)
-    return config, preflight(config, _architecture(launch, config))
+    recipe = launch.recipe
+    config = prepare_for_entry(compose(recipe.config_name, launch.overrides, recipe.config_dir), recipe.mode)
+    findings = preflight(config, _architecture(launch, config), mode=recipe.mode, gpu_memory_gb=launch.gpu_memory_gb)
+    return config, findings
 
 
 def _architecture(launch: Launch, config: DictConfig) -> Architecture | None:
@@ -250,11 +305,21 @@ def dry_run(launch: Launch, out=None) -> int:
 
     out = out or sys.stdout
     recipe = launch.recipe
+    rollout_pool = ""
+    if recipe.rollout_nnodes:
+        rollout_pool = f" + rollout {recipe.rollout_nnodes} x {recipe.rollout_gpus_per_node}"
     print(
         f"# recipe: {recipe.model.name} | {recipe.engine} | {recipe.algorithm.name} | "
-        f"{recipe.nnodes} node(s) x {recipe.gpus_per_node} GPUs",
+        f"{recipe.nnodes} node(s) x {recipe.gpus_per_node} GPUs{rollout_pool} | {recipe.mode}",
         file=out,
     )
+    layout = recipe.layout
+    if (recipe.nnodes, recipe.gpus_per_node) != (layout.nnodes, layout.gpus_per_node):
+        print(
+            f"# resized: the layout is for {layout.nnodes} x {layout.gpus_per_node} GPUs; model-parallel sizes kept, "
+            "data parallelism re-derived (see parallel layout and memory below)",
+            file=out,
+        )
     print("# command:", file=out)
     print(format_command(launch.command()), file=out)
     config, findings = check(launch)
@@ -287,7 +352,7 @@ def run(launch: Launch, *, skip_preflight: bool = False, wait_for_gpus: float | 
             return EXIT_PREFLIGHT_FAILED
     if wait_for_gpus is not None:
         try:
-            wait_for_cluster(launch.recipe.nnodes, launch.recipe.n_gpus, timeout=wait_for_gpus)
+            wait_for_cluster(launch.recipe.total_nnodes, launch.recipe.n_gpus, timeout=wait_for_gpus)
         except LaunchError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_PREFLIGHT_FAILED

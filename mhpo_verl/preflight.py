@@ -9,7 +9,12 @@
 3. checks verl leaves to the first training step or to the workers on the GPUs: the loss and advantage estimator
    names are registered, Megatron's parallel sizes divide the GPUs and the model (layers, heads, experts), the
    rollout tensor parallel size fits, batch sizes split evenly over data-parallel ranks, a whole prompt plus
-   response fits the dynamic-batch token budgets, the reward function imports, and the data files exist.
+   response fits the dynamic-batch token budgets, the reward function imports, and the data files exist;
+4. the per-GPU memory estimate of :mod:`mhpo_verl.memory` against ``gpu_memory_gb`` (a warning above it), and the
+   checkpoint folder: absolute on a multi-node run (workers resolve a relative one against their own folder).
+
+The asynchronous modes compose verl's own entry config (:func:`compose` with ``config_dir``), apply what their
+``main`` does to it before training (:func:`prepare_for_entry`) and add the asserts their trainers make.
 
 Each check yields :class:`Finding` lines; an ``error`` means the run would fail, a ``warning`` that it may not do
 what was meant.
@@ -28,9 +33,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mhpo_verl import memory
 from mhpo_verl.recipes import Architecture
 
 CONFIG_MODULE = "mhpo_verl.configs"
+DEFAULT_GPU_MEMORY_GB = 80.0
 BUILT_IN_ESTIMATORS = ("gae", "grpo")
 """Estimators verl's trainer dispatches before looking at its registry."""
 
@@ -45,15 +52,34 @@ class Finding:
         return f"{self.level:<7} {self.check}: {self.message}"
 
 
-def compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """The config ``main_ppo`` would receive for ``--config-path=pkg://mhpo_verl.configs --config-name=config_name``."""
+def compose(config_name: str, overrides: Sequence[str], config_dir: str | None = None) -> DictConfig:
+    """The config ``main_ppo`` would receive for ``--config-path=pkg://mhpo_verl.configs --config-name=config_name``,
+    or, with ``config_dir``, the config an entry point whose ``@hydra.main`` reads that folder would receive."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    from hydra import initialize_config_dir, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
+    if config_dir is None:
+        context = initialize_config_module(config_module=CONFIG_MODULE, version_base=None)
+    else:
+        context = initialize_config_dir(config_dir=config_dir, version_base=None)
+    with context:
         return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def prepare_for_entry(config: DictConfig, mode: str) -> DictConfig:
+    """What the asynchronous entry points' ``main`` does to the composed config before training: copy the rollout
+    pool's size into the rollout config (both), and migrate legacy reward settings (fully-async)."""
+    if mode == "sync":
+        return config
+    config.actor_rollout_ref.rollout.nnodes = config.rollout.nnodes
+    config.actor_rollout_ref.rollout.n_gpus_per_node = config.rollout.n_gpus_per_node
+    if mode == "fully-async":
+        from verl.experimental.reward_loop import migrate_legacy_reward_impl
+
+        config = migrate_legacy_reward_impl(config)
+    return config
 
 
 def architecture_from_model_dir(path: str) -> Architecture | None:
@@ -73,13 +99,28 @@ def architecture_from_model_dir(path: str) -> Architecture | None:
             num_attention_heads=heads,
             num_kv_heads=int(config.get("num_key_value_heads") or heads),
             num_experts=int(experts),
+            hidden_size=int(config.get("hidden_size") or 0),
+            intermediate_size=int(config.get("intermediate_size") or 0),
+            vocab_size=int(config.get("vocab_size") or 0),
+            head_dim=int(config.get("head_dim") or 0),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            attention_bias=bool(config.get("attention_bias", config.get("model_type") == "qwen2")),
+            moe_intermediate_size=int(config.get("moe_intermediate_size") or 0),
+            experts_per_token=int(config.get("num_experts_per_tok") or 0),
         )
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def preflight(config: DictConfig, architecture: Architecture | None) -> list[Finding]:
-    """All findings for ``config``; ``architecture`` (None when unknown) enables the model-shape checks."""
+def preflight(
+    config: DictConfig,
+    architecture: Architecture | None,
+    *,
+    mode: str = "sync",
+    gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB,
+) -> list[Finding]:
+    """All findings for ``config`` (as :func:`prepare_for_entry` left it for ``mode``); ``architecture`` (None when
+    unknown) enables the model-shape checks and the memory estimate."""
     from verl.trainer.ppo.utils import need_reference_policy
 
     uses_reference = bool(need_reference_policy(config))
@@ -87,19 +128,49 @@ def preflight(config: DictConfig, architecture: Architecture | None) -> list[Fin
         # verl warns about settings it adjusts (critic off for GRPO-style estimators, SP off at TP 1); the checks
         # below report what matters in their own words.
         warnings.simplefilter("ignore")
-        return _all_findings(config, architecture, uses_reference)
+        findings = list(_dataclasses(config, uses_reference))
+        if mode != "fully-async":  # fully_async_main never calls validate_config; its trainers assert instead
+            findings += _verl_validate(config)
+        findings += _entry_asserts(config, mode)
+        findings += _registries(config)
+        findings += _layout(config, architecture, uses_reference)
+        findings += _batches(config, mode)
+        findings += _token_budgets(config, uses_reference)
+        findings += _memory(config, architecture, uses_reference, gpu_memory_gb)
+        findings += _checkpoints(config)
+        findings += _reward_function(config)
+        findings += _data_files(config)
+        return findings
 
 
-def _all_findings(config: DictConfig, architecture: Architecture | None, uses_reference: bool) -> list[Finding]:
-    findings = list(_dataclasses(config, uses_reference))
-    findings += _verl_validate(config)
-    findings += _registries(config)
-    findings += _layout(config, architecture, uses_reference)
-    findings += _batches(config)
-    findings += _token_budgets(config, uses_reference)
-    findings += _reward_function(config)
-    findings += _data_files(config)
-    return findings
+def _entry_asserts(config: DictConfig, mode: str) -> list[Finding]:
+    """The asserts verl's asynchronous trainers make when they start (one_step_off_policy/ray_trainer.py,
+    fully_async_policy/fully_async_{trainer,rollouter}.py, separation/utils.py), as findings."""
+    if mode == "sync":
+        return []
+    rollout = config.actor_rollout_ref.rollout
+    wanted = [
+        ("actor_rollout_ref.hybrid_engine", not config.actor_rollout_ref.hybrid_engine, "False"),
+        ("actor_rollout_ref.rollout.mode", rollout.mode == "async", "async"),
+        ("actor_rollout_ref.rollout.calculate_log_probs", bool(rollout.calculate_log_probs), "True"),
+        ("rollout.nnodes", config.rollout.nnodes > 0, "> 0"),
+        ("rollout.n_gpus_per_node", config.rollout.n_gpus_per_node > 0, "> 0"),
+    ]
+    if mode == "fully-async":
+        training = config.async_training
+        wanted += [
+            ("data.train_batch_size", config.data.train_batch_size == 0, "0 (the rollouter streams prompts)"),
+            ("data.gen_batch_size", config.data.gen_batch_size == 1, "1"),
+            ("async_training.staleness_threshold", training.staleness_threshold >= 0, ">= 0"),
+            ("async_training.trigger_parameter_sync_step", training.trigger_parameter_sync_step >= 1, ">= 1"),
+            ("async_training.require_batches", training.require_batches >= 1, ">= 1"),
+        ]
+    problems = [
+        Finding("error", mode, f"{key} = {OmegaConf.select(config, key)} but verl's {mode} trainer needs {need}")
+        for key, ok, need in wanted
+        if not ok
+    ]
+    return problems or [Finding("ok", mode, "verl's asynchronous trainer settings hold (separate rollout pool)")]
 
 
 def errors(findings: Sequence[Finding]) -> list[Finding]:
@@ -196,7 +267,15 @@ def _registries(config: DictConfig) -> list[Finding]:
 
 
 def n_gpus(config: DictConfig) -> int:
+    """Training GPUs (the actor's world size)."""
     return int(config.trainer.nnodes) * int(config.trainer.n_gpus_per_node)
+
+
+def rollout_gpus(config: DictConfig) -> int:
+    """GPUs vLLM runs on: the training GPUs (hybrid engine), or the rollout pool of the asynchronous modes."""
+    if config.actor_rollout_ref.hybrid_engine:
+        return n_gpus(config)
+    return int(config.rollout.nnodes) * int(config.rollout.n_gpus_per_node)
 
 
 def data_parallel_size(config: DictConfig) -> int:
@@ -229,7 +308,7 @@ def _layout(config: DictConfig, architecture: Architecture | None, uses_referenc
             findings += _megatron_layout(role, megatron, gpus, architecture)
     else:
         findings += _ulysses_layout(actor, gpus, architecture)
-    findings += _rollout_layout(config, gpus, architecture)
+    findings += _rollout_layout(config, rollout_gpus(config), architecture)
     if architecture is None:
         findings.append(
             Finding("warning", "model shape", "unknown architecture: layer/head/expert divisibility not checked")
@@ -252,7 +331,10 @@ def _layout_summary(config: DictConfig) -> str:
         )
     else:
         text += f"{actor.strategy.upper()}, "
-    return text + f"DP {data_parallel_size(config)}, rollout TP {rollout.tensor_model_parallel_size}"
+    text += f"DP {data_parallel_size(config)}, rollout TP {rollout.tensor_model_parallel_size}"
+    if not config.actor_rollout_ref.hybrid_engine:
+        text += f" on a separate pool of {config.rollout.nnodes} node(s) x {config.rollout.n_gpus_per_node} GPUs"
+    return text
 
 
 def _megatron_layout(role: str, megatron: Any, gpus: int, arch: Architecture | None) -> list[Finding]:
@@ -306,10 +388,10 @@ def _rollout_layout(config: DictConfig, gpus: int, arch: Architecture | None) ->
     findings = []
     if replica < 1 or gpus % replica:
         findings.append(Finding("error", "rollout", f"world size {gpus} is not divisible by one replica's {replica}"))
-    if tp > config.trainer.n_gpus_per_node:
-        findings.append(
-            Finding("warning", "rollout", f"rollout TP {tp} spans nodes ({config.trainer.n_gpus_per_node} GPUs each)")
-        )
+    hybrid = config.actor_rollout_ref.hybrid_engine
+    per_node = config.trainer.n_gpus_per_node if hybrid else config.rollout.n_gpus_per_node
+    if tp > per_node:
+        findings.append(Finding("warning", "rollout", f"rollout TP {tp} spans nodes ({per_node} GPUs each)"))
     if arch is not None and arch.num_attention_heads % tp:
         findings.append(
             Finding("error", "rollout", f"vLLM TP {tp} must divide the {arch.num_attention_heads} attention heads")
@@ -317,9 +399,11 @@ def _rollout_layout(config: DictConfig, gpus: int, arch: Architecture | None) ->
     return findings
 
 
-def _batches(config: DictConfig) -> list[Finding]:
+def _batches(config: DictConfig, mode: str = "sync") -> list[Finding]:
     actor = config.actor_rollout_ref.actor
     train, mini, n = config.data.train_batch_size, actor.ppo_mini_batch_size, config.actor_rollout_ref.rollout.n
+    if mode == "fully-async":  # a trainer step is require_batches mini-batches of streamed prompts
+        train = mini * config.async_training.require_batches
     dp = data_parallel_size(config)
     problems = []
     if mini < 1 or train % mini:
@@ -377,6 +461,44 @@ def _token_budgets(config: DictConfig, uses_reference: bool) -> list[Finding]:
         )
     if not findings:
         findings.append(Finding("ok", "token budget", f"prompt + response = {longest} tokens fit every budget"))
+    return findings
+
+
+def _memory(
+    config: DictConfig, architecture: Architecture | None, uses_reference: bool, gpu_memory_gb: float
+) -> list[Finding]:
+    if not memory.can_estimate(architecture):
+        return [Finding("warning", "memory", "model sizes unknown (hidden/intermediate/vocab): no estimate")]
+    estimate = memory.estimate(config, architecture, gpu_memory_gb, uses_reference)
+    if estimate.peak > gpu_memory_gb:
+        return [
+            Finding(
+                "warning",
+                "memory",
+                f"{estimate.summary()} is above the {gpu_memory_gb:g} GB GPU: offload "
+                "(param_offload/optimizer_offload), lower rollout.gpu_memory_utilization or the token budget, or "
+                "add model parallelism",
+            )
+        ]
+    return [Finding("ok", "memory", f"{estimate.summary()}, within {gpu_memory_gb:g} GB")]
+
+
+def _checkpoints(config: DictConfig) -> list[Finding]:
+    folder = str(config.trainer.default_local_dir)
+    kept = config.trainer.max_actor_ckpt_to_keep
+    multi_node = config.trainer.nnodes > 1 or not config.actor_rollout_ref.hybrid_engine
+    if multi_node and not Path(folder).is_absolute():
+        return [
+            Finding(
+                "error",
+                "checkpoints",
+                f"trainer.default_local_dir={folder!r} is relative: on a multi-node run each worker resolves it "
+                "in its own working folder; give an absolute path on storage every node shares (--output-dir)",
+            )
+        ]
+    findings = [Finding("ok", "checkpoints", f"{folder} (keeping the last {kept})")]
+    if kept is None and config.trainer.save_freq > 0:
+        findings = [Finding("warning", "checkpoints", f"{folder}: max_actor_ckpt_to_keep unset, every checkpoint kept")]
     return findings
 
 

@@ -10,8 +10,9 @@
 # makes every worker import the MHPO plugin (VERL_USE_EXTERNAL_MODULES=mhpo_verl.plugin), after checking the
 # recipe here. mhpo-verl must be pip-installed on every node, and the data folder must be on shared storage.
 # Add --dry-run to any of them to print what would run instead (submit then also prints the resolved config).
-# Knobs: NODE_IP (this node's address, default: first of `hostname -I`), GPUS_PER_NODE (default 8),
-# RAY_PORT, RAY_DASHBOARD_PORT, RAY_DASHBOARD, and the recipe variables of examples/common.sh.
+# A worker first waits for the head to answer (HEAD_WAIT_TIMEOUT, default 300 s).
+# Knobs: NODE_IP / SOCKET_IFNAME (this node's address, default: its first routable IPv4), NUM_CPUS, GPUS_PER_NODE
+# (default 8), RAY, RAY_PORT, RAY_DASHBOARD_PORT, RAY_DASHBOARD, and the recipe variables of examples/common.sh.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=../common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
@@ -19,14 +20,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 usage() {
     sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
-}
-
-node_ip() {
-    if [[ -n ${NODE_IP:-} ]]; then
-        printf '%s\n' "$NODE_IP"
-    else
-        hostname -I | awk '{print $1}'
-    fi
 }
 
 command=${1:-}
@@ -37,14 +30,19 @@ gpus=${GPUS_PER_NODE:-8}
 
 case $command in
     head)
-        ray_head_args "$(node_ip)" "$gpus"
+        export_socket_ifname
+        ip=$(node_ipv4)
+        ray_head_args "$ip" "$gpus"
         run "${RAY_START_HEAD[@]}"
         ;;
     worker)
         head_ip=${1:-}
         [[ -n $head_ip && $head_ip != --dry-run ]] || usage
+        export_socket_ifname
+        ip=$(node_ipv4)
+        wait_for_head "$head_ip"
         ray_worker_args "$head_ip" "$gpus"
-        run "${RAY_START_WORKER[@]}"
+        run "${RAY_START_WORKER[@]}" --node-ip-address="$ip"
         ;;
     submit)
         recipe_args "${MODEL:?set MODEL (see: python -m mhpo_verl train --list)}" "${ENGINE:-megatron}"

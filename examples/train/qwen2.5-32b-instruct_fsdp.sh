@@ -4,7 +4,7 @@
 #
 #   bash examples/train/qwen2.5-32b-instruct_fsdp.sh --dry-run     # print command + config, check, start nothing
 #   bash examples/train/qwen2.5-32b-instruct_fsdp.sh trainer.total_epochs=1   # any verl override may follow
-#   ALGORITHM=dapo bash examples/train/qwen2.5-32b-instruct_fsdp.sh          # baseline: grpo|dapo|gspo|sapo|cispo
+#   ALGORITHM=grpo bash examples/train/qwen2.5-32b-instruct_fsdp.sh          # baseline: grpo|clip-higher|gspo|sapo|cispo
 #
 # Data first: bash examples/data_preprocess/prepare_data.sh. Knobs: see examples/common.sh.
 set -euo pipefail

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # MHPO | Qwen2.5-7B-Instruct (paper)
-#   Megatron on 2 nodes x 8 GPUs | TP 2 + sequence parallel, DP 8 | vLLM rollout TP 2 | max response 2048.
+#   Megatron on 2 nodes x 8 GPUs | TP 2 + sequence parallel, DP 8, full recompute | vLLM rollout TP 2 (0.4 of the GPU) | max response 2048.
 #
 #   bash examples/train/qwen2.5-7b-instruct_megatron.sh --dry-run     # print command + config, check, start nothing
 #   bash examples/train/qwen2.5-7b-instruct_megatron.sh trainer.total_epochs=1   # any verl override may follow
-#   ALGORITHM=dapo bash examples/train/qwen2.5-7b-instruct_megatron.sh          # baseline: grpo|dapo|gspo|sapo|cispo
+#   ALGORITHM=grpo bash examples/train/qwen2.5-7b-instruct_megatron.sh          # baseline: grpo|clip-higher|gspo|sapo|cispo
 #
 # Data first: bash examples/data_preprocess/prepare_data.sh. Knobs: see examples/common.sh.
 #

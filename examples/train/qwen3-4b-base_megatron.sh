@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # MHPO | Qwen3-4B-Base (paper)
-#   Megatron on 2 nodes x 8 GPUs | TP 2 + sequence parallel, CP 2, DP 4 | vLLM rollout TP 1 | max response 4096.
+#   Megatron on 2 nodes x 8 GPUs | TP 2 + sequence parallel, DP 8, full recompute | vLLM rollout TP 1 | max response 4096.
 #
 #   bash examples/train/qwen3-4b-base_megatron.sh --dry-run     # print command + config, check, start nothing
 #   bash examples/train/qwen3-4b-base_megatron.sh trainer.total_epochs=1   # any verl override may follow
-#   ALGORITHM=dapo bash examples/train/qwen3-4b-base_megatron.sh          # baseline: grpo|dapo|gspo|sapo|cispo
+#   ALGORITHM=grpo bash examples/train/qwen3-4b-base_megatron.sh          # baseline: grpo|clip-higher|gspo|sapo|cispo
 #
 # Data first: bash examples/data_preprocess/prepare_data.sh. Knobs: see examples/common.sh.
 #

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from mhpo_verl import launch as launch_module
 from mhpo_verl.launch import Launch, LaunchError, format_command, main, wait_for_cluster
 from mhpo_verl.preflight import compose
-from mhpo_verl.recipes import RAY_RUNTIME_ENV, build_recipe
+from mhpo_verl.recipes import build_recipe
 
 MODEL = ["--model", "qwen2.5-7b-instruct"]
 
@@ -72,9 +72,53 @@ def test_dry_run_of_a_broken_override_exits_1(data_dir, capsys):
 
 
 def test_algorithm_switch_changes_the_loss_lines(data_dir, capsys):
-    assert main([*MODEL, "--algorithm", "dapo", "--data-dir", str(data_dir), "--dry-run"]) == 0
+    assert main([*MODEL, "--algorithm", "clip-higher", "--data-dir", str(data_dir), "--dry-run"]) == 0
     lines = _section(capsys.readouterr().out, "algorithm")
     assert "loss_mode: vanilla" in lines and "loss_agg_mode: token-mean" in lines
+
+
+def test_former_dapo_name_is_a_usage_error_that_explains(capsys):
+    assert main([*MODEL, "--algorithm", "dapo", "--dry-run"]) == 2
+    assert "'dapo' is now called 'clip-higher'" in capsys.readouterr().err
+
+
+def test_allocation_other_than_the_layout_is_refused_unless_resized(data_dir, capsys):
+    moe = ["--model", "qwen3-30b-a3b-base", "--engine", "megatron", "--data-dir", str(data_dir), "--dry-run"]
+    assert main([*moe, "--nnodes", "2"]) == 2
+    assert "laid out for 4 node(s) x 8 GPUs, got 2 x 8" in capsys.readouterr().err
+    main([*moe, "--nnodes", "2", "--resize"])
+    out = capsys.readouterr().out
+    assert "# resized: the layout is for 4 x 8 GPUs" in out
+    assert "EP 8 SP True, DP 4, rollout TP 4" in _section(out, "preflight")  # DP 8 -> 4, said so
+
+
+def test_memory_estimate_is_printed_and_checked_against_the_gpu_size(data_dir, capsys):
+    arguments = [*MODEL, "--engine", "megatron", "--data-dir", str(data_dir), "--dry-run"]
+    assert main(arguments) == 0
+    (line,) = [line for line in _section(capsys.readouterr().out, "preflight").splitlines() if " memory:" in line]
+    assert line.startswith("ok      memory: ~") and "GB per GPU (params 7.6 + grads 15.2 + optimizer 5.7" in line
+    assert line.endswith("within 80 GB")
+    assert main([*arguments, "--gpu-memory-gb", "40"]) == 0  # a warning, not an error: it is an estimate
+    out = capsys.readouterr().out
+    assert "warning memory: ~" in out and "is above the 40 GB GPU" in out
+    assert out.rstrip().endswith("# dry run: ok, 1 warning(s); nothing was started")
+
+
+@pytest.mark.parametrize(
+    ("mode", "entry"),
+    [("one-step-off", "verl.experimental.one_step_off_policy.main_ppo"),
+     ("fully-async", "verl.experimental.fully_async_policy.fully_async_main")],
+)
+def test_asynchronous_mode_dry_run_runs_verls_entry_point(mode, entry, data_dir, capsys):
+    status = main([*MODEL, "--engine", "megatron", "--mode", mode, "--data-dir", str(data_dir), "--dry-run"])
+    out = capsys.readouterr().out
+    assert status == 0, _section(out, "preflight")
+    command = shlex.split(_section(out, "command").replace("\\\n", " "))
+    assert command[1:4] == ["-m", entry, f"--config-name={mode.replace('-', '_')}_ppo_megatron_trainer"]
+    assert not any(part.startswith("--config-path") for part in command)  # the entry's own config folder
+    assert f"| 2 node(s) x 8 GPUs + rollout 1 x 8 | {mode}" in out
+    assert f"ok      {mode}: verl's asynchronous trainer settings hold" in out
+    assert out.rstrip().endswith("# dry run: ok, 0 warning(s); nothing was started")
 
 
 def test_submit_wraps_the_command_in_ray_job_submit_with_the_plugin_env():
@@ -85,7 +129,8 @@ def test_submit_wraps_the_command_in_ray_job_submit_with_the_plugin_env():
     assert command[:3] == ["ray", "job", "submit"] and "--address=http://head:8265" in command[:separator]
     assert "--no-wait" in command[:separator]
     (runtime_env,) = [part for part in command[:separator] if part.startswith("--runtime-env-json=")]
-    assert json.loads(runtime_env.split("=", 1)[1]) == RAY_RUNTIME_ENV
+    assert json.loads(runtime_env.split("=", 1)[1]) == recipe.runtime_env()
+    assert recipe.runtime_env()["env_vars"]["VERL_USE_EXTERNAL_MODULES"] == "mhpo_verl.plugin"
     assert command[separator + 1 :] == submitted.trainer_command()
     assert not any("ray_kwargs" in part for part in command)  # Ray refuses the same variable twice
 
@@ -196,6 +241,21 @@ def test_verl_main_ppo_composes_the_same_config_from_the_command_line(data_dir, 
     from_cli = yaml.safe_load(result.stdout)
     in_process = OmegaConf.to_container(compose(recipe.config_name, recipe.overrides()), resolve=True)
     assert from_cli == in_process
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "engine"), [("one-step-off", "megatron"), ("fully-async", "fsdp")])
+def test_verl_async_entry_points_compose_the_same_config_from_the_command_line(mode, engine, data_dir, tmp_path):
+    """The exact argv given to verl's asynchronous entry point (run from a folder that is not a verl checkout, where
+    the entry configs' own file:// search path would not resolve) composes what the preflight checked."""
+    recipe = build_recipe("qwen2.5-7b-instruct", engine, "mhpo", mode=mode, data_dir=str(data_dir))
+    command = [*Launch(recipe, python=sys.executable).trainer_command(), "--cfg", "job", "--resolve"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    from_cli = yaml.safe_load(result.stdout)
+    in_process = compose(recipe.config_name, recipe.overrides(), recipe.config_dir)
+    assert from_cli == OmegaConf.to_container(in_process, resolve=True)
+    assert from_cli["actor_rollout_ref"]["actor"]["policy_loss"]["loss_mode"] == "mhpo"
 
 
 

@@ -5,18 +5,20 @@ import os
 
 import pytest
 
-from mhpo_verl.recipes import ALGORITHMS, ENGINES, MODELS, RAY_RUNTIME_ENV, RecipeError, build_recipe
+from mhpo_verl.recipes import ALGORITHMS, ENGINES, MODELS, MODES, RAY_RUNTIME_ENV, RecipeError, build_recipe
 
 COMBINATIONS = list(itertools.product(MODELS, ENGINES, ALGORITHMS))
+MEGATRON = "actor_rollout_ref.actor.megatron"
 
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+")
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("model", "engine", "algorithm"), COMBINATIONS)
-def test_each_override_sets_a_different_key(model, engine, algorithm):
-    keys = [_key(override) for override in build_recipe(model, engine, algorithm).overrides()]
+def test_each_override_sets_a_different_key(model, engine, algorithm, mode):
+    keys = [_key(override) for override in build_recipe(model, engine, algorithm, mode=mode).overrides()]
     assert len(keys) == len(set(keys)), sorted(key for key in keys if keys.count(key) > 1)
 
 
@@ -27,9 +29,12 @@ def test_a_baseline_is_one_switch_away_from_mhpo(model, engine, baseline):
     other = dict(build_recipe(model, engine, baseline).override_groups())
     assert mhpo.pop("algorithm (mhpo)") != other.pop(f"algorithm ({baseline})")
     mhpo_trainer, other_trainer = mhpo.pop("trainer"), other.pop("trainer")
+    mhpo_ray, other_ray = mhpo.pop("ray"), other.pop("ray")
     assert mhpo == other
     changed = set(mhpo_trainer) ^ set(other_trainer)
-    assert {_key(override) for override in changed} == {"trainer.experiment_name"}
+    # the run's name, and the folders named after it
+    assert {_key(override) for override in changed} == {"trainer.experiment_name", "trainer.default_local_dir"}
+    assert [_key(o) for o in mhpo_ray] == [_key(o) for o in other_ray]
 
 
 @pytest.mark.parametrize(
@@ -38,7 +43,7 @@ def test_a_baseline_is_one_switch_away_from_mhpo(model, engine, baseline):
         ("mhpo", {"policy_loss.loss_mode=mhpo", "loss_agg_mode=seq-mean-token-mean", "use_kl_loss=False"}),
         ("grpo", {"policy_loss.loss_mode=vanilla", "clip_ratio_low=0.2", "clip_ratio_high=0.2", "use_kl_loss=True",
                   "kl_loss_type=low_var_kl"}),
-        ("dapo", {"policy_loss.loss_mode=vanilla", "clip_ratio_low=0.2", "clip_ratio_high=0.28",
+        ("clip-higher", {"policy_loss.loss_mode=vanilla", "clip_ratio_low=0.2", "clip_ratio_high=0.28",
                   "loss_agg_mode=token-mean", "use_kl_loss=False"}),
         ("gspo", {"policy_loss.loss_mode=gspo", "clip_ratio_low=0.0003", "clip_ratio_high=0.0004",
                   "loss_agg_mode=seq-mean-token-mean"}),
@@ -78,11 +83,62 @@ def test_paper_response_lengths():
     assert "data.max_response_length=4096" in recipe.overrides() and recipe.config_name == "mhpo_trainer"
 
 
-def test_layout_can_be_resized():
-    recipe = build_recipe("qwen2.5-7b-instruct", "megatron", nnodes=4, gpus_per_node=4)
-    assert {"trainer.nnodes=4", "trainer.n_gpus_per_node=4"} <= set(recipe.overrides())
+def test_another_node_count_is_refused_unless_resized():
+    with pytest.raises(RecipeError, match=r"laid out for 4 node\(s\) x 8 GPUs, got 2 x 8: .*--resize"):
+        build_recipe("qwen3-30b-a3b-base", "megatron", nnodes=2)
+    recipe = build_recipe("qwen2.5-7b-instruct", "megatron", nnodes=4, gpus_per_node=4, resize=True)
+    assert {"trainer.nnodes=4", "trainer.n_gpus_per_node=4", f"{MEGATRON}.tensor_model_parallel_size=2"} <= set(
+        recipe.overrides()
+    )
     with pytest.raises(RecipeError, match="nnodes must be a positive integer, got 0"):
         build_recipe("qwen2.5-7b-instruct", "megatron", nnodes=0)
+
+
+def test_dapo_is_refused_with_what_it_was_and_what_full_dapo_needs():
+    with pytest.raises(RecipeError, match="'dapo' is now called 'clip-higher'.*dynamic sampling"):
+        build_recipe("qwen2.5-7b-instruct", "fsdp", "dapo")
+    assert "not full DAPO" in ALGORITHMS["clip-higher"].description
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_megatron_layout_recomputes_activations(model):
+    # verl's Megatron engine ignores model.enable_gradient_checkpointing; its own default recomputes nothing.
+    overrides = set(build_recipe(model, "megatron").overrides())
+    assert {
+        f"{MEGATRON}.override_transformer_config.recompute_granularity=full",
+        f"{MEGATRON}.override_transformer_config.recompute_method=uniform",
+        f"{MEGATRON}.override_transformer_config.recompute_num_layers=1",
+    } <= overrides
+
+
+def test_moe_fsdp_uses_fsdp2_as_verls_example():
+    assert "actor_rollout_ref.actor.strategy=fsdp2" in build_recipe("qwen3-30b-a3b-base", "fsdp").overrides()
+    assert "actor_rollout_ref.actor.strategy=fsdp" in build_recipe("qwen2.5-7b-instruct", "fsdp").overrides()
+
+
+def test_checkpoints_and_logs_go_to_absolute_folders_and_two_are_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = build_recipe("qwen2.5-7b-instruct", "fsdp", output_dir="runs")
+    overrides = recipe.overrides()
+    folder = tmp_path / "runs" / "checkpoints" / "mhpo" / recipe.name
+    assert f'trainer.default_local_dir="{folder}"' in overrides
+    assert {"trainer.max_actor_ckpt_to_keep=2", "trainer.logger=[console,file,tensorboard]"} <= set(overrides)
+    assert "trainer.log_val_generations=8" in overrides
+    env = recipe.runtime_env()["env_vars"]
+    assert env["VERL_FILE_LOGGER_PATH"] == str(tmp_path / "runs" / "logs" / "mhpo" / recipe.name / "metrics.jsonl")
+    assert env["TENSORBOARD_DIR"] == str(tmp_path / "runs" / "tensorboard" / "mhpo" / recipe.name)
+
+
+@pytest.mark.parametrize("mode", ["one-step-off", "fully-async"])
+def test_asynchronous_modes_add_a_rollout_pool_and_verls_entry_point(mode):
+    recipe = build_recipe("qwen2.5-7b-instruct", "megatron", mode=mode)
+    overrides = recipe.overrides()
+    assert recipe.entry_module.startswith("verl.experimental.") and recipe.config_dir.endswith("/config")
+    assert {"actor_rollout_ref.hybrid_engine=False", "rollout.nnodes=1", "rollout.n_gpus_per_node=8"} <= set(overrides)
+    assert overrides[:2] == ["hydra.searchpath=[pkg://verl.trainer.config,pkg://mhpo_verl.configs]", "+mhpo=paper"]
+    assert (recipe.n_gpus, recipe.total_nnodes) == (24, 3)
+    with pytest.raises(RecipeError, match="needs --mode one-step-off or fully-async"):
+        build_recipe("qwen2.5-7b-instruct", "megatron", rollout_nnodes=1)
 
 
 @pytest.mark.parametrize(
@@ -114,6 +170,6 @@ def test_data_files_map_dataset_names_to_converted_splits():
 def test_plugin_env_goes_to_ray_init_unless_the_job_carries_it():
     local = build_recipe("qwen2.5-7b-instruct", "fsdp")
     (variable, value), = RAY_RUNTIME_ENV["env_vars"].items()
-    assert f"+ray_kwargs.ray_init.runtime_env.env_vars.{variable}={value}" in local.overrides()
+    assert f'+ray_kwargs.ray_init.runtime_env.env_vars.{variable}="{value}"' in local.overrides()
     submitted = build_recipe("qwen2.5-7b-instruct", "fsdp", pass_plugin_env=False)
     assert not any("ray_kwargs" in override for override in submitted.overrides())

@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mhpo_verl.eval.errors import EvalInputError
 from mhpo_verl.eval.sampling import SamplingSettings
+
+if TYPE_CHECKING:
+    from mhpo_verl.eval.vision import MultiModalPrompt
 
 BACKENDS = ("auto", "vllm", "hf")
 DEFAULT_BATCH_SIZE = {"vllm": 2048, "hf": 16}
@@ -23,6 +26,9 @@ DEFAULT_BATCH_SIZE = {"vllm": 2048, "hf": 16}
 class GenerationRequest:
     prompt_ids: tuple[int, ...]
     seed: int
+    multi_modal: MultiModalPrompt | None = None
+    """The prompt's images and their processor outputs (VL benchmarks); ``prompt_ids`` already hold the vision
+    tokens the processor expanded."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class BackendOptions:
     max_model_len: int | None = None
     engine_args: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``vllm.LLM`` (``--engine-arg key=value``)."""
+    max_images_per_prompt: int = 0
+    """The most images one prompt of the data holds (0: a text-only evaluation)."""
 
 
 def _gpu_visible() -> bool:

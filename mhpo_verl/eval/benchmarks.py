@@ -24,7 +24,8 @@ class Benchmark:
     """Other spellings of ``data_source`` (compared after :func:`_squash`)."""
 
 
-# The paper's column order (Table 1: MATH500, HMMT25, AMC23, AIME25, AIME24), then the common extra sets.
+# The paper's column order (Table 1: MATH500, HMMT25, AMC23, AIME25, AIME24), then the common extra sets, then the
+# vision-language sets of its Qwen2.5-VL setting (:data:`VISION_BENCHMARKS`).
 KNOWN_BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("math500", "MATH500", ("huggingfaceh4/math-500", "math-500")),
     Benchmark("hmmt25", "HMMT25", ("hmmt2025", "hmmt_feb_2025", "hmmt-feb-2025", "hmmt_february_2025")),
@@ -33,7 +34,13 @@ KNOWN_BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("aime24", "AIME24", ("aime2024",)),
     Benchmark("gsm8k", "GSM8K", ("openai/gsm8k",)),
     Benchmark("math", "MATH", ("digitallearninggmbh/math-lighteval", "hendrycks_math", "competition_math")),
+    Benchmark("mathvista", "MathVista", ("ai4math/mathvista", "mathvista_testmini")),
+    Benchmark("mathverse", "MathVerse", ("ai4math/mathverse", "mathverse_testmini")),
+    Benchmark("mathvision", "MathVision", ("mathllms/mathvision", "math_vision", "math-vision")),
+    Benchmark("geometry3k", "Geometry3K", ("hiyouga/geometry3k", "geo3k")),
 )
+VISION_BENCHMARKS = ("mathvista", "mathverse", "mathvision", "geometry3k")
+"""The VL columns: ``compare`` prints the text and the VL benchmarks as separate tables, each with its own Avg."""
 
 _BY_SQUASHED_NAME: dict[str, Benchmark] = {}
 for _benchmark in KNOWN_BENCHMARKS:

@@ -5,6 +5,10 @@
 depend on its batch neighbours and a resumed run would draw different samples than an uninterrupted one. Here
 each row has its own stream seeded per sample, and the chooser hands ``generate`` a one-hot score row that its
 greedy step picks.
+
+A vision-language checkpoint (its config has a ``vision_config``) loads as an image-text-to-text model; its requests
+carry the processor's outputs (:mod:`mhpo_verl.eval.vision`), which are batched here: per-token inputs padded on the
+left with the prompts, per-image inputs concatenated in request order.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+)
 
 from mhpo_verl.eval.backends import BackendOptions, Completion, GenerationRequest
 from mhpo_verl.eval.errors import EvalInputError
@@ -84,8 +94,12 @@ class HFBackend:
 
         self.options = options
         self.device = _resolve_device(options.device)
+        from mhpo_verl.eval.vision import is_vision_language_model
+
         self.tokenizer = load_tokenizer(options.tokenizer, options.trust_remote_code)
-        self.model = AutoModelForCausalLM.from_pretrained(
+        self.vision_language = is_vision_language_model(options.model, options.trust_remote_code)
+        model_class = AutoModelForImageTextToText if self.vision_language else AutoModelForCausalLM
+        self.model = model_class.from_pretrained(
             options.model,
             dtype=_resolve_dtype(options.dtype, self.device),
             trust_remote_code=options.trust_remote_code,
@@ -107,6 +121,26 @@ class HFBackend:
             input_ids[row, width - length :] = torch.tensor(request.prompt_ids, dtype=torch.long)
             attention_mask[row, width - length :] = 1
         return input_ids.to(self.device), attention_mask.to(self.device)
+
+    def _multi_modal_inputs(self, requests: Sequence[GenerationRequest], width: int) -> dict[str, torch.Tensor]:
+        with_images = [request for request in requests if request.multi_modal is not None]
+        if not with_images:
+            return {}
+        if not self.vision_language:
+            raise EvalInputError(
+                f"the data has images but {self.options.model!r} is not a vision-language model (no vision_config)"
+            )
+        inputs: dict[str, torch.Tensor] = {}
+        for key in with_images[0].multi_modal.image_inputs:
+            inputs[key] = torch.cat([request.multi_modal.image_inputs[key] for request in with_images]).to(self.device)
+        for key in with_images[0].multi_modal.token_inputs:
+            padded = torch.zeros((len(requests), width), dtype=torch.long)  # 0: a text token
+            for row, request in enumerate(requests):
+                if request.multi_modal is not None:
+                    values = request.multi_modal.token_inputs[key]
+                    padded[row, width - len(values) :] = torch.tensor(values, dtype=torch.long)
+            inputs[key] = padded.to(self.device)
+        return inputs
 
     def _completion(self, generated: list[int]) -> Completion:
         stop_at = next((i for i, token in enumerate(generated) if token in self.stop_ids), None)
@@ -132,6 +166,7 @@ class HFBackend:
             attention_mask=attention_mask,
             generation_config=config,
             logits_processor=LogitsProcessorList([chooser]),
+            **self._multi_modal_inputs(requests, input_ids.shape[1]),
         )
         new_tokens = output[:, input_ids.shape[1] :].tolist()
         return [self._completion(tokens) for tokens in new_tokens]

@@ -34,6 +34,8 @@ class Problem:
     extra_info: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     """``file:row`` for error messages."""
+    images: tuple[bytes, ...] = ()
+    """Encoded images of a VL row (its ``images`` column), one per ``<image>`` placeholder in the messages."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -42,7 +44,10 @@ class Problem:
     @property
     def fingerprint(self) -> str:
         """Hash of what the model sees and what it is graded against: detects a data file changed under a run."""
-        payload = json.dumps({"messages": self.messages, "ground_truth": self.ground_truth}, sort_keys=True)
+        content: dict[str, Any] = {"messages": self.messages, "ground_truth": self.ground_truth}
+        if self.images:  # text rows keep the fingerprint they always had, so their runs still resume
+            content["images"] = [hashlib.sha256(image).hexdigest() for image in self.images]
+        payload = json.dumps(content, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -125,15 +130,45 @@ def _problem_from_row(row: dict[str, Any], row_number: int, path: Path, allow_un
         problem_id = int(problem_id) if problem_id.is_integer() else None
     if problem_id is None:
         problem_id = row_number
+    messages = _messages(row["prompt"], source)
+    images = _images(row.get("images"), messages, source)
     return Problem(
         benchmark=resolve_benchmark(data_source, allow_unknown),
         data_source=data_source,
         problem_id=problem_id,
-        messages=_messages(row["prompt"], source),
+        messages=messages,
         ground_truth=reward_model["ground_truth"],
         extra_info=extra_info,
         source=source,
+        images=images,
     )
+
+
+IMAGE_PLACEHOLDER = "<image>"
+
+
+def _images(column: Any, messages: tuple[dict[str, str], ...], source: str) -> tuple[bytes, ...]:
+    """A VL row's embedded images (verl's ``images`` column: ``[{bytes, path}]``), checked against the prompt's
+    ``<image>`` placeholders; ``()`` for a text row."""
+    placeholders = sum(message["content"].count(IMAGE_PLACEHOLDER) for message in messages)
+    items = [] if column is None or (isinstance(column, float) and column != column) else column  # NaN: no column
+    if not isinstance(items, list):
+        raise EvalInputError(f"{source}: 'images' must be a list of {{bytes, path}} images, got {type(items).__name__}")
+    images = []
+    for number, item in enumerate(items):
+        data = item.get("bytes") if isinstance(item, dict) else item
+        if not isinstance(data, (bytes, bytearray)) or not data:
+            raise EvalInputError(
+                f"{source}: image {number} has no embedded bytes (convert the data with `python -m mhpo_verl data "
+                "convert`, which embeds every image)"
+            )
+        images.append(bytes(data))
+    if placeholders != len(images):
+        raise EvalInputError(
+            f"{source}: the prompt has {placeholders} {IMAGE_PLACEHOLDER} placeholder(s) for {len(images)} image(s); "
+            "expected one per image"
+        )
+    return tuple(images)
 
 
 def load_problems(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mhpo_verl.eval.benchmarks import display_name, table_order
+from mhpo_verl.eval.benchmarks import VISION_BENCHMARKS, display_name, table_order
 from mhpo_verl.eval.errors import EvalInputError
 
 METRIC_LABELS = {
@@ -108,18 +108,30 @@ def _check_metrics(runs: Sequence[tuple[str, dict[str, Any]]], metrics: Sequence
 
 
 def comparison_markdown(runs: Sequence[tuple[str, dict[str, Any]]], metrics: Sequence[str]) -> str:
-    """The paper's table for several runs: a row per run, a column per benchmark, one table per metric."""
+    """The paper's tables for several runs: a row per run, a column per benchmark, one table per metric.
+
+    Runs with vision-language benchmarks get the paper's VL table as well: the text and the VL benchmarks each in a
+    table of their own, each Avg the unweighted mean over that table's benchmarks the run has.
+    """
     _check_metrics(runs, metrics)
     names = table_order({name for _, summary in runs for name in summary["benchmarks"]})
+    vision = [name for name in names if name in VISION_BENCHMARKS]
+    groups = (
+        [("", names)]
+        if not vision
+        else [
+            (" — math", [name for name in names if name not in VISION_BENCHMARKS]),
+            (" — vision-language", vision),
+        ]
+    )
     lines: list[str] = []
     for metric in metrics:
-        rows = []
-        for label, summary in runs:
-            concrete = _metric_of(summary, metric)
-            cells = [format_value(concrete, summary["benchmarks"].get(name, {}).get(concrete)) for name in names]
-            average = format_value(concrete, summary["average"].get(concrete))
-            rows.append([f"{label} (k={summary['k']})", *cells, average])
-        lines += [f"### {metric_label(metric)}", "", *_table(["Run", *map(display_name, names), "Avg"], rows), ""]
+        for title, group in groups:
+            if not group:
+                continue
+            rows = [_comparison_row(label, summary, metric, group, grouped=bool(vision)) for label, summary in runs]
+            header = ["Run", *map(display_name, group), "Avg"]
+            lines += [f"### {metric_label(metric)}{title}", "", *_table(header, rows), ""]
     benchmark_sets = {tuple(sorted(summary["benchmarks"])) for _, summary in runs}
     if len(benchmark_sets) > 1:
         lines += ["Note: the runs cover different benchmarks; each Avg is over that run's own benchmarks.", ""]
@@ -127,6 +139,18 @@ def comparison_markdown(runs: Sequence[tuple[str, dict[str, Any]]], metrics: Seq
     if incomplete:
         lines += [f"Note: incomplete runs (not every problem has k samples): {', '.join(incomplete)}.", ""]
     return "\n".join(lines)
+
+
+def _comparison_row(label: str, summary: dict[str, Any], metric: str, names: list[str], grouped: bool) -> list[str]:
+    concrete = _metric_of(summary, metric)
+    values = [summary["benchmarks"].get(name, {}).get(concrete) for name in names]
+    if grouped:  # the summary's average spans every benchmark of the run; a group's Avg spans the group
+        present = [value for value in values if value is not None]
+        average = sum(present) / len(present) if present else None
+    else:
+        average = summary["average"].get(concrete)
+    cells = [format_value(concrete, value) for value in values]
+    return [f"{label} (k={summary['k']})", *cells, format_value(concrete, average)]
 
 
 def plot_comparison(runs: Sequence[tuple[str, dict[str, Any]]], metric: str, path: str | Path) -> Path:
@@ -152,8 +176,15 @@ def plot_comparison(runs: Sequence[tuple[str, dict[str, Any]]], metric: str, pat
         for bar, value in zip(bars, values):
             if value is not None:
                 text = f"{scale * value:.1f}"
-                axes.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                              fontsize=7, xytext=(0, 1), textcoords="offset points")
+                axes.annotate(
+                    text,
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    xytext=(0, 1),
+                    textcoords="offset points",
+                )
     axes.set_xticks(range(len(groups)), groups)
     axes.set_ylabel(metric_label(metric))
     axes.set_title(f"{metric} per benchmark")

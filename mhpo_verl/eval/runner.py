@@ -41,6 +41,7 @@ from mhpo_verl.eval.store import (
     write_text_atomic,
 )
 from mhpo_verl.eval.tokenization import PROMPT_FORMATS, load_tokenizer, render_prompt_ids, stop_token_ids
+from mhpo_verl.eval.vision import load_processor, render_vision_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -186,17 +187,33 @@ class _Progress:
         self.bar.close()
 
 
-def _render_prompts(config: EvalConfig, tokenizer: Any, tasks: Sequence[_Task]) -> dict[tuple[str, str], tuple]:
-    """Prompt token ids per problem, rendered once however many samples it has."""
-    prompt_ids: dict[tuple[str, str], tuple[int, ...]] = {}
+def _render_prompts(
+    config: EvalConfig, tokenizer: Any, tasks: Sequence[_Task], processor: Any = None
+) -> dict[tuple[str, str], tuple]:
+    """``(prompt token ids, multimodal inputs or None)`` per problem, rendered once however many samples it has.
+
+    A problem with images is rendered by the checkpoint's processor (loaded on first need unless given)."""
+    prompts: dict[tuple[str, str], tuple] = {}
     for task in tasks:
-        if task.problem.key not in prompt_ids:
-            ids = render_prompt_ids(tokenizer, task.problem.messages, config.prompt_format, config.system_prompt)
-            prompt_ids[task.problem.key] = tuple(ids)
-    return prompt_ids
+        problem = task.problem
+        if problem.key in prompts:
+            continue
+        if problem.images:
+            if config.prompt_format != "chat":
+                raise EvalInputError(f"{problem.source}: a prompt with images needs --prompt-format chat")
+            if processor is None:
+                processor = load_processor(config.tokenizer or config.model, config.trust_remote_code)
+            rendered = render_vision_prompt(
+                processor, problem.messages, problem.images, config.system_prompt, problem.source
+            )
+            prompts[problem.key] = (rendered.prompt_ids, rendered.multi_modal)
+        else:
+            ids = render_prompt_ids(tokenizer, problem.messages, config.prompt_format, config.system_prompt)
+            prompts[problem.key] = (tuple(ids), None)
+    return prompts
 
 
-def _backend_options(config: EvalConfig, tokenizer: Any) -> BackendOptions:
+def _backend_options(config: EvalConfig, tokenizer: Any, max_images_per_prompt: int = 0) -> BackendOptions:
     return BackendOptions(
         model=config.model,
         tokenizer=config.tokenizer or config.model,
@@ -209,6 +226,7 @@ def _backend_options(config: EvalConfig, tokenizer: Any) -> BackendOptions:
         gpu_memory_utilization=config.gpu_memory_utilization,
         max_model_len=config.max_model_len,
         engine_args=dict(config.engine_args),
+        max_images_per_prompt=max_images_per_prompt,
     )
 
 
@@ -219,9 +237,10 @@ def _generate_and_grade(
     store: SampleStore,
     backend: Backend | None,
     n_total: int,
+    processor: Any = None,
 ) -> None:
     tokenizer = load_tokenizer(config.tokenizer or config.model, config.trust_remote_code)
-    prompt_ids = _render_prompts(config, tokenizer, tasks)
+    prompts = _render_prompts(config, tokenizer, tasks, processor)
     batch_size = config.batch_size or DEFAULT_BATCH_SIZE[backend_name]
     own_backend = backend is None
     grader = Grader(config.grader, config.grader_workers)
@@ -237,13 +256,14 @@ def _generate_and_grade(
 
     try:
         if backend is None:
-            backend = make_backend(backend_name, _backend_options(config, tokenizer))
+            max_images = max(len(task.problem.images) for task in tasks)
+            backend = make_backend(backend_name, _backend_options(config, tokenizer, max_images))
         record_manifest(store.folder, _manifest(config, backend_name))
         progress = _Progress(total=n_total, done=n_total - len(tasks), enabled=config.progress)
         started = time.monotonic()
         for start in range(0, len(tasks), batch_size):
             batch = tasks[start : start + batch_size]
-            requests = [GenerationRequest(prompt_ids[t.problem.key], t.seed) for t in batch]
+            requests = [GenerationRequest(prompts[t.problem.key][0], t.seed, prompts[t.problem.key][1]) for t in batch]
             completions = backend.generate(requests)
             if len(completions) != len(batch):
                 raise RuntimeError(f"backend {backend.name!r} returned {len(completions)} completions for {len(batch)}")
@@ -280,10 +300,11 @@ def _generate_and_grade(
     )
 
 
-def run_eval(config: EvalConfig, backend: Backend | None = None) -> dict[str, Any]:
+def run_eval(config: EvalConfig, backend: Backend | None = None, processor: Any = None) -> dict[str, Any]:
     """Evaluate (or finish evaluating) ``config.model``; returns the summary also written to ``summary.json``.
 
-    ``backend`` replaces the one ``config.backend`` would build (embedding in another program, tests).
+    ``backend`` replaces the one ``config.backend`` would build (embedding in another program, tests);
+    ``processor`` the multimodal processor loaded from the checkpoint for problems with images.
     """
     config.validate()
     problems = load_problems(config.data, config.allow_unknown_benchmarks, config.limit)
@@ -298,7 +319,7 @@ def run_eval(config: EvalConfig, backend: Backend | None = None) -> dict[str, An
         n_total = len(problems) * config.k
         if tasks:
             logger.info("%d of %d samples to generate (%s backend) into %s", len(tasks), n_total, backend_name, out)
-            _generate_and_grade(config, backend_name, tasks, store, backend, n_total)
+            _generate_and_grade(config, backend_name, tasks, store, backend, n_total, processor)
         else:
             logger.info("all %d samples are already in %s; summarising", n_total, store.path)
         expected: dict[str, list[str]] = {}

@@ -4,6 +4,10 @@ One request per sample (``n=1``) with that sample's own ``seed``: vLLM then draw
 per-request generator, so a resumed run asks for exactly the samples that are missing, with the seeds an
 uninterrupted run would have used. Prefix caching makes the k requests of a problem share its prompt's KV cache.
 
+A prompt with images is a ``TokensPrompt`` with ``multi_modal_data={"image": [PIL images]}``, its token ids those
+the checkpoint's processor expanded (vLLM recognises vision tokens already in place), as verl's vLLM server sends
+them in the VL rollout.
+
 The keyword arguments are built by plain functions so that they can be checked without a GPU or vLLM installed.
 """
 
@@ -30,6 +34,9 @@ def engine_kwargs(options: BackendOptions) -> dict[str, Any]:
     }
     if options.max_model_len is not None:
         kwargs["max_model_len"] = options.max_model_len
+    if options.max_images_per_prompt:
+        # vLLM reserves memory for this many images per prompt of a multimodal model (its default is 1 for some).
+        kwargs["limit_mm_per_prompt"] = {"image": options.max_images_per_prompt}
     clashes = sorted(set(options.engine_args) & {"model", "tokenizer"})
     if clashes:
         raise EvalInputError(f"--engine-arg cannot set {clashes}; use --model / --tokenizer")
@@ -53,6 +60,14 @@ def sampling_kwargs(request: GenerationRequest, options: BackendOptions) -> dict
     if sampling.top_k > 0:
         kwargs["top_k"] = sampling.top_k
     return kwargs
+
+
+def prompt_of(request: GenerationRequest) -> dict[str, Any]:
+    """The ``vllm.inputs.TokensPrompt`` (a dict) of one request."""
+    prompt: dict[str, Any] = {"prompt_token_ids": list(request.prompt_ids)}
+    if request.multi_modal is not None and request.multi_modal.images:
+        prompt["multi_modal_data"] = {"image": list(request.multi_modal.images)}
+    return prompt
 
 
 def completion_from_output(request_output: Any) -> Completion:
@@ -83,7 +98,7 @@ class VLLMBackend:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         if not requests:
             return []
-        prompts = [{"prompt_token_ids": list(request.prompt_ids)} for request in requests]  # a TokensPrompt
+        prompts = [prompt_of(request) for request in requests]
         params = [self._sampling_params_type(**sampling_kwargs(request, self.options)) for request in requests]
         outputs = self._llm.generate(prompts, params, use_tqdm=False)
         if len(outputs) != len(requests):

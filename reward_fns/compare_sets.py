@@ -35,6 +35,7 @@ from reward_fns.expr import (
 )
 
 MAX_ITEMS = 64
+MAX_DEDUPLICATED = 16  # repeated members are looked for (pairwise, so quadratic) in lists up to this long
 MAX_PLUS_MINUS_EXPANSION = 16
 
 
@@ -119,7 +120,7 @@ def match_unordered(pred_items, gold_items, state: State) -> bool:
     """The same set: every gold member matched by a distinct pred member and nothing left over."""
     if len(gold_items) > MAX_ITEMS or len(pred_items) > MAX_ITEMS:
         return False
-    if len(pred_items) != len(gold_items):
+    if len(pred_items) != len(gold_items) and max(len(pred_items), len(gold_items)) <= MAX_DEDUPLICATED:
         pred_items, gold_items = distinct(pred_items, state), distinct(gold_items, state)
         if len(pred_items) != len(gold_items):
             return False

@@ -238,13 +238,15 @@ _STATED_VALUE = re.compile(
 
 def _stated_value(sentence: str) -> str | None:
     """The value a prose sentence states: what follows its last "is"/"are"/"equals", or its only number or formula;
-    None when the sentence is not prose or states no single value."""
+    None when the sentence is not prose or states no single value ("there are 3 or 4 ways" is a hedge)."""
     outside = _MATH_SPAN.sub(lambda m: "$" * len(m.group(0)), sentence)  # same length, no words inside math
     if not _TWO_WORDS.search(outside):
         return None
-    copulas = [m for m in _COPULA.finditer(outside)]
+    copulas = list(_COPULA.finditer(outside))
     if copulas:
         value = _STATED_VALUE.match(sentence, copulas[-1].end())
+        if value is None or _STATED_VALUE.search(sentence, value.end()):
+            return None
     else:
         values = list(_STATED_VALUE.finditer(sentence))
         value = values[0] if len(values) == 1 else None
@@ -296,7 +298,18 @@ def _line_format(marker: re.Pattern[str]) -> Callable[[str], Located | None]:
     return extract
 
 
-_final_answer = _line_format(_FINAL_ANSWER)
+_final_answer_statement = _line_format(_FINAL_ANSWER)
+
+
+def _final_answer(text: str) -> Located | None:
+    """A final-answer statement, unless it is prose that states no value ("Final Answer: see above"): then the
+    box it would outrank stays the answer."""
+    located = _final_answer_statement(text)
+    if located is None:
+        return None
+    answer, _ = located
+    outside = _MATH_SPAN.sub(lambda m: "$" * len(m.group(0)), answer)
+    return None if _TWO_WORDS.search(outside) else located
 _answer_line = _line_format(_ANSWER_LINE)
 _answer_is = _line_format(_ANSWER_IS)
 _hash = _line_format(_HASH)

@@ -84,6 +84,8 @@ CASES = [
     ("prose", "First $x = \\boxed{8}$, then $y = 11$. Final Answer: The final answer is $88$.", "8", False),
     ("prose", 'Final Answer: The final answer is "$4$ and $9$".', "4, 9", True),
     ("prose", "The code printed on the lid is XK7Q", "7", False),
+    ("prose", "Final Answer: there are 3 or 4 ways to do it.", "3", False),  # a hedge states no single value
+    ("prose", "So $\\boxed{5}$. Final Answer: see the table above.", "5", True),  # prose without a value
     # -- unevaluated matrix arithmetic is the matrix it denotes
     ("matrices", boxed(r"\begin{pmatrix}2&0\\1&3\end{pmatrix} + I"), r"\begin{pmatrix}3&0\\1&4\end{pmatrix}", True),
     ("matrices", boxed(r"\begin{pmatrix}2&0\\1&3\end{pmatrix} + I"), r"\begin{pmatrix}2&0\\1&3\end{pmatrix}", False),

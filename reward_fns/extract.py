@@ -310,6 +310,8 @@ def _final_answer(text: str) -> Located | None:
     answer, _ = located
     outside = _MATH_SPAN.sub(lambda m: "$" * len(m.group(0)), answer)
     return None if _TWO_WORDS.search(outside) else located
+
+
 _answer_line = _line_format(_ANSWER_LINE)
 _answer_is = _line_format(_ANSWER_IS)
 _hash = _line_format(_HASH)

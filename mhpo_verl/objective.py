@@ -25,7 +25,6 @@ by zeros *before* any arithmetic, so NaN/Inf padding can never reach a value or 
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -39,7 +38,6 @@ __all__ = [
     "gradient_multiplier",
     "log_fidelity_modulator",
     "masked_log_ratio",
-    "max_gradient_multiplier",
     "mhpo_loss_matrix",
     "mhpo_token_loss",
     "weibull_cumulative_hazard",
@@ -110,12 +108,6 @@ def gradient_multiplier(log_ratio: torch.Tensor, c: float) -> torch.Tensor:
     """``M(r) = exp(psi) * sech^2(log r / c)`` = d exp(psi) / d log r. ``M(1) = 1``; ``M -> 0`` at both ends."""
     t = torch.tanh(log_ratio / c)
     return torch.exp(c * t) * (1.0 - t * t)
-
-
-def max_gradient_multiplier(c: float) -> float:
-    """Closed-form ``max_r M(r)``, attained where ``tanh(u / c) = (sqrt(1 + c^2) - 1) / c``. Always below e^c."""
-    t = (math.sqrt(1.0 + c * c) - 1.0) / c
-    return math.exp(c * t) * (1.0 - t * t)
 
 
 def masked_log_ratio(

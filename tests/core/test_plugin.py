@@ -95,15 +95,19 @@ def test_metrics_have_the_same_keys_and_are_finite_on_every_call(implementation)
     survival = on_policy_survival(MHPOParams())
     assert survival == pytest.approx(math.exp(-1.3275), abs=1e-3)  # 0.265, the paper's on-policy rescale
     assert on_policy_metrics["actor/mhpo/survival_pos"] == pytest.approx(survival)
-    assert on_policy_metrics["actor/mhpo/grad_multiplier_max"] == pytest.approx(1.0)
+    assert on_policy_metrics["actor/mhpo/grad_multiplier_mean"] == pytest.approx(1.0)
+    assert on_policy_metrics["actor/mhpo/grad_amplified_frac"] == 0.0
     assert on_policy_metrics["actor/mhpo/grad_scale_mean"] == pytest.approx(survival, rel=1e-6)
+    assert on_policy_metrics["actor/mhpo/log_ratio_abs_mean"] == on_policy_metrics["actor/mhpo/log_ratio_clamped_frac"]
+    assert on_policy_metrics["actor/mhpo/log_ratio_abs_mean"] == 0.0
 
 
 def test_metrics_agree_with_a_direct_computation():
-    config = actor_config()
+    config = actor_config(policy_loss=MHPOPolicyLossConfig(log_ratio_clamp=4.0))
     old, new, advantages, mask = make_batch(seed=2, batch=8, length=40, spread=2.0)
+    advantages[:3] = 0.0  # three responses that train nothing
     metrics = call(config, old, new, advantages, mask)[1]
-    u = (new - old)[mask].double()
+    u = (new - old)[mask].double().clamp(-4.0, 4.0)
     c = 1.5
     psi = c * torch.tanh(u / c)
     sp, sn = torch.nn.functional.softplus(psi), torch.nn.functional.softplus(-psi)
@@ -118,11 +122,17 @@ def test_metrics_agree_with_a_direct_computation():
         "actor/mhpo/zeta_mean": zeta.mean(),
         "actor/mhpo/survival_pos": survival[u > 0].mean(),
         "actor/mhpo/survival_neg": survival[u < 0].mean(),
-        "actor/mhpo/grad_multiplier_max": multiplier.max(),
+        "actor/mhpo/grad_multiplier_mean": multiplier.mean(),
+        "actor/mhpo/grad_amplified_frac": (multiplier > 1).double().mean(),
         "actor/mhpo/grad_scale_mean": (survival * multiplier).mean(),
-        "actor/mhpo/log_ratio_abs_max": u.abs().max(),
+        "actor/mhpo/log_ratio_abs_mean": u.abs().mean(),
+        "actor/mhpo/log_ratio_clamped_frac": (u.abs() >= 4.0).double().mean(),
+        "actor/mhpo/zero_adv_frac": torch.tensor(3 / 8),
     }
+    assert set(expected) == set(METRIC_KEYS)
     assert (u > c).any() and (u < -c).any()  # the batch exercises both saturation counters
+    assert 0 < expected["actor/mhpo/log_ratio_clamped_frac"] < 1
+    assert 0 < expected["actor/mhpo/grad_amplified_frac"] < 1
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value.item(), rel=1e-5, abs=1e-6), key
 

@@ -19,7 +19,7 @@ def run_python(code: str, **env: str) -> str:
     environment = {**os.environ, **env}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return [line for line in result.stdout.splitlines() if line.startswith("RESULT ")][-1][len("RESULT "):]
+    return [line for line in result.stdout.splitlines() if line.startswith("RESULT ")][-1][len("RESULT ") :]
 
 
 def test_plain_import_verl_registers_through_the_entry_point():

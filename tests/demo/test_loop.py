@@ -23,7 +23,7 @@ MHPO_METRICS = (
     "actor/mhpo/survival_pos",
     "actor/mhpo/survival_neg",
     "actor/mhpo/grad_scale_mean",
-    "actor/mhpo/log_ratio_abs_max",
+    "actor/mhpo/log_ratio_abs_mean",
 )
 
 # Rewards alternate inside every group of two, so every advantage is non-zero and the gradient is real.
@@ -91,7 +91,7 @@ print(json.dumps({
         assert metrics["diag/nonfinite_loss"] == metrics["diag/nonfinite_grad_norm_steps"] == 0
         assert 0 <= metrics["diag/log_ratio_over_0.5"] <= 1
     # Two mini-batches x two epochs: after the first update the policy is off its sampling distribution.
-    assert any(metrics["actor/mhpo/log_ratio_abs_max"] > 0 for metrics in report["steps"])
+    assert any(metrics["actor/mhpo/log_ratio_abs_mean"] > 0 for metrics in report["steps"])
 
 
 def test_mhpo_gradient_through_training_worker_equals_direct_loss_gradient(tiny_model_dir):

@@ -141,3 +141,51 @@ def test_unknown_model_skips_shape_checks_with_a_warning(data_dir):
     config = compose(recipe.config_name, recipe.overrides())
     findings = preflight(config, None)
     assert any(f.check == "model shape" and f.level == "warning" for f in findings)
+
+
+def test_relative_checkpoint_folder_is_refused_on_multi_node(data_dir):
+    relative = ["trainer.default_local_dir=checkpoints/run"]
+    failed = errors(_findings(DENSE_7B, relative, data_dir))
+    assert any(f.check == "checkpoints" and "'checkpoints/run' is relative" in f.message for f in failed)
+    assert not any(f.check == "checkpoints" for f in errors(_findings(FSDP_7B, relative, data_dir)))  # one node
+
+
+def test_every_checkpoint_kept_is_a_warning(data_dir):
+    findings = _findings(FSDP_7B, ["trainer.max_actor_ckpt_to_keep=null"], data_dir)
+    assert any(f.check == "checkpoints" and f.level == "warning" and "every checkpoint kept" in f.message
+               for f in findings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        # verl's default: no recompute at all (the Megatron engine ignores enable_gradient_checkpointing)
+        ([f"{MEGATRON}.override_transformer_config.recompute_granularity=null"], "without recompute"),
+        # the former vLLM share beside a resident actor: 28.5 GB of weights, gradients and optimizer + 0.6 x 80 GB
+        (["actor_rollout_ref.rollout.gpu_memory_utilization=0.6"], "vLLM at 0.6"),
+    ],
+)
+def test_memory_estimate_warns_about_the_old_7b_megatron_settings(overrides, reason, data_dir):
+    (memory,) = [f for f in _findings(DENSE_7B, overrides, data_dir) if f.check == "memory"]
+    assert memory.level == "warning" and "is above the 80 GB GPU" in memory.message, reason
+
+
+def test_fully_async_needs_the_streaming_batch_settings(data_dir):
+    from mhpo_verl.preflight import prepare_for_entry
+
+    recipe = build_recipe(*FSDP_7B, mode="fully-async", data_dir=str(data_dir))
+    overrides = [*recipe.overrides(), "data.train_batch_size=512", "actor_rollout_ref.hybrid_engine=True"]
+    config = prepare_for_entry(compose(recipe.config_name, overrides, recipe.config_dir), "fully-async")
+    failed = errors(preflight(config, recipe.model.architecture, mode="fully-async"))
+    messages = [f.message for f in failed if f.check == "fully-async"]
+    assert any("data.train_batch_size = 512 but verl's fully-async trainer needs 0" in m for m in messages)
+    assert any("actor_rollout_ref.hybrid_engine = True" in m for m in messages)
+
+
+def test_one_step_off_rollout_tp_must_divide_the_rollout_pool(data_dir):
+    from mhpo_verl.preflight import prepare_for_entry
+
+    recipe = build_recipe(*FSDP_7B, mode="one-step-off", rollout_gpus_per_node=3, data_dir=str(data_dir))
+    config = prepare_for_entry(compose(recipe.config_name, recipe.overrides(), recipe.config_dir), "one-step-off")
+    failed = errors(preflight(config, recipe.model.architecture, mode="one-step-off"))
+    assert any(f.check == "rollout" and "world size 3 is not divisible by one replica's 2" in f.message for f in failed)

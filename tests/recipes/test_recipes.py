@@ -95,7 +95,7 @@ def test_another_node_count_is_refused_unless_resized():
 
 
 def test_dapo_is_refused_with_what_it_was_and_what_full_dapo_needs():
-    with pytest.raises(RecipeError, match="'dapo' is now called 'clip-higher'.*dynamic sampling"):
+    with pytest.raises(RecipeError, match=r"'dapo' is now called 'clip-higher'.*dynamic sampling"):
         build_recipe("qwen2.5-7b-instruct", "fsdp", "dapo")
     assert "not full DAPO" in ALGORITHMS["clip-higher"].description
 

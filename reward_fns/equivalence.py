@@ -156,6 +156,9 @@ def _equal(pred: Node, gold: Node, state: State) -> bool:
     pred, gold = strip_assignments(pred, gold, state)
     if isinstance(pred, Seq) != isinstance(gold, Seq):
         pred, gold = _one_value(pred, state), _one_value(gold, state)
+    if pred == gold:  # the same once labels are dropped ("x = t(0, 4]" and "t(0, 4]")
+        state.methods.append("structure")
+        return True
     if contains(gold, Matrix) or contains(pred, Matrix):
         pred, gold = matrix_value(pred) or pred, matrix_value(gold) or gold
     if contains(gold, PlusMinus) or contains(pred, PlusMinus):

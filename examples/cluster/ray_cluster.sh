@@ -50,7 +50,8 @@ case $command in
         exec "$PYTHON" -m mhpo_verl train "${RECIPE_ARGS[@]}" --submit "$dashboard" "$@"
         ;;
     stop)
-        run "$RAY" stop
+        ray=$(ray_cli)
+        run "$ray" stop
         ;;
     *)
         usage

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from mhpo_verl.demo.loop import DemoConfig
+from mhpo_verl.demo.loop import ENGINES, DemoConfig
 from mhpo_verl.demo.rewards import DEFAULT_REWARD_OPTIONS
 
 _DEFAULTS = DemoConfig()
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mhpo_verl.demo",
         description="MHPO RL on CPU: SmolLM2-135M-Instruct learns arithmetic with \\boxed{} answers, trained "
-        "through verl's own actor worker (FSDP2 engine, ppo_loss, registered mhpo loss and estimator).",
+        "through verl's own actor worker (FSDP2 or Megatron engine, ppo_loss, registered mhpo loss and estimator).",
     )
     add = parser.add_argument
     add("--steps", type=int, default=_DEFAULTS.steps, help="training steps (default: %(default)s)")
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lr", type=float, default=_DEFAULTS.lr)
     add("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens)
     add("--temperature", type=float, default=_DEFAULTS.temperature)
+    add(
+        "--engine",
+        choices=ENGINES,
+        default=_DEFAULTS.engine,
+        help="verl training engine: fsdp (FSDP2) or megatron (megatron-core via mbridge, bf16; default: %(default)s)",
+    )
     add("--train-dtype", choices=("bf16", "fp32"), default=_DEFAULTS.train_dtype)
     add(
         "--format-score",
@@ -82,6 +88,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         train_dtype=args.train_dtype,
+        engine=args.engine,
         task_kinds=tuple(args.tasks),
         seed=args.seed,
         model_path=args.model,
@@ -126,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     verl_log = writer.out_dir / "verl.log"
     started = time.perf_counter()
     print(
-        f"[demo] {config.loss_mode} on SmolLM2-135M, {config.steps} steps of {config.prompts_per_step} prompts x "
+        f"[demo] {config.loss_mode} on SmolLM2-135M ({config.engine} engine), {config.steps} steps of "
+        f"{config.prompts_per_step} prompts x "
         f"{config.samples_per_prompt} samples, {threads} threads; verl's own messages go to {verl_log}",
         flush=True,
     )
@@ -135,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] model and verl actor ready in {time.perf_counter() - started:.0f} s", flush=True)
 
     records = []
-    progress = tqdm(
-        range(config.steps), desc=config.loss_mode, unit="step", disable=args.quiet, dynamic_ncols=True
-    )
+    progress = tqdm(range(config.steps), desc=config.loss_mode, unit="step", disable=args.quiet, dynamic_ncols=True)
     for step in progress:
         with verl_log.open("a") as log, contextlib.redirect_stdout(log):
             metrics = trainer.step(step)
@@ -151,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     progress.close()
 
-    curves = plot_curves(records, writer.out_dir / "curves.png", title=f"{config.loss_mode} on SmolLM2-135M (CPU)")
+    title = f"{config.loss_mode} on SmolLM2-135M ({config.engine}, CPU)"
+    curves = plot_curves(records, writer.out_dir / "curves.png", title=title)
     print(format_summary(summarize(records)))
     print(f"[demo] wrote {writer.metrics_path} and {curves} ({time.perf_counter() - started:.0f} s in total)")
     return 0

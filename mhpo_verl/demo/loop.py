@@ -44,6 +44,9 @@ LOG_RATIO_THRESHOLD = 0.5
 
 _DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
+ENGINES = ("fsdp", "megatron")
+"""verl training engines the CPU loop can train with (:attr:`DemoConfig.engine`)."""
+
 
 @dataclass
 class DemoConfig:
@@ -72,6 +75,8 @@ class DemoConfig:
         model_path: a local HF model folder; None converts the bundled SmolLM2-135M-Instruct (cached).
         cache_dir: where the converted model is cached; None means ``$MHPO_VERL_CACHE`` or ``~/.cache/mhpo_verl``.
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower).
+        engine: verl's training engine, ``fsdp`` (FSDP2) or ``megatron`` (megatron-core through mbridge, on the CPU
+            via :mod:`mhpo_verl.cpu_backend.megatron`; bf16 only, as verl's McoreEngineConfig requires).
         reward_options: ``reward_fns`` grading options (verl's ``reward_kwargs``); see
             :data:`mhpo_verl.demo.rewards.DEFAULT_REWARD_OPTIONS`.
         overrides: extra Hydra overrides on the verl config, e.g.
@@ -99,6 +104,7 @@ class DemoConfig:
     model_path: str | None = None
     cache_dir: str | None = None
     gradient_checkpointing: bool = False
+    engine: str = "fsdp"
     reward_options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_REWARD_OPTIONS))
     overrides: tuple[str, ...] = field(default_factory=tuple)
 
@@ -125,6 +131,13 @@ class DemoConfig:
             raise ValueError(f"DemoConfig.temperature must be > 0 (the loop samples), got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"DemoConfig.top_p must be in (0, 1], got {self.top_p!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"DemoConfig.engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.engine == "megatron" and self.train_dtype != "bf16":
+            raise ValueError(
+                f"DemoConfig.train_dtype={self.train_dtype!r} with engine='megatron': verl's McoreEngineConfig "
+                "accepts only bfloat16/float16, so the Megatron engine trains in bf16"
+            )
         for name in ("train_dtype", "rollout_dtype"):
             if getattr(self, name) not in _DTYPES:
                 raise ValueError(f"DemoConfig.{name} must be one of {sorted(_DTYPES)}, got {getattr(self, name)!r}")
@@ -151,11 +164,7 @@ def cpu_actor_overrides(config: DemoConfig, model_path: Path) -> list[str]:
         # flash-attention does not exist on CPU; sdpa handles verl's packed (padding-free) sequences.
         "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
         f"actor_rollout_ref.model.enable_gradient_checkpointing={config.gradient_checkpointing}",
-        # FSDP1 needs a GPU (verl sets sync_module_states=True); FSDP2 runs on gloo.
-        f"{actor}.strategy=fsdp2",
-        f"{actor}.use_torch_compile=False",
-        f"{actor}.fsdp_config.use_torch_compile=False",
-        f"+{actor}.fsdp_config.mixed_precision.param_dtype={config.train_dtype}",
+        *engine_overrides(config),
         f"{actor}.optim.lr={config.lr}",
         f"{actor}.ppo_mini_batch_size={config.ppo_mini_batch_size}",
         f"{actor}.ppo_micro_batch_size_per_gpu={config.micro_batch_size}",
@@ -176,6 +185,22 @@ def cpu_actor_overrides(config: DemoConfig, model_path: Path) -> list[str]:
     if config.loss_agg_mode is not None:
         overrides.append(f"{actor}.loss_agg_mode={config.loss_agg_mode}")
     return overrides
+
+
+def engine_overrides(config: DemoConfig) -> list[str]:
+    """The overrides that select and configure the training engine on the CPU."""
+    actor = "actor_rollout_ref.actor"
+    if config.engine == "megatron":
+        from mhpo_verl.cpu_backend.megatron import megatron_actor_overrides
+
+        return ["model_engine=megatron", *megatron_actor_overrides(actor, total_training_steps=config.steps)]
+    return [
+        # FSDP1 needs a GPU (verl sets sync_module_states=True); FSDP2 runs on gloo.
+        f"{actor}.strategy=fsdp2",
+        f"{actor}.use_torch_compile=False",
+        f"{actor}.fsdp_config.use_torch_compile=False",
+        f"+{actor}.fsdp_config.mixed_precision.param_dtype={config.train_dtype}",
+    ]
 
 
 def verl_overrides(config: DemoConfig, model_path: Path) -> list[str]:
@@ -215,10 +240,15 @@ class CPURLTrainer:
     """
 
     def __init__(self, config: DemoConfig, score_fn: ScoreFn | None = None):
+        from mhpo_verl.cpu_backend import megatron as megatron_cpu
         from mhpo_verl.cpu_backend import platform as platform_cpu
 
         # The platform must be in place before verl's engine package is imported (it reads the device at import).
-        platform_cpu.enable()
+        # The Megatron adaptations are process-wide, so only a Megatron run enables them.
+        if config.engine == "megatron":
+            megatron_cpu.enable()
+        else:
+            platform_cpu.enable()
         platform_cpu.init_process_group()
 
         from transformers import AutoTokenizer
@@ -246,7 +276,8 @@ class CPURLTrainer:
 
     @property
     def engine(self) -> Any:
-        """verl's training engine (``FSDPEngineWithLMHead``) inside the actor's ``TrainingWorker``."""
+        """verl's training engine (``FSDPEngineWithLMHead`` or ``MegatronEngineWithLMHead``) in the actor's
+        ``TrainingWorker``."""
         return self.worker.actor.engine
 
     def step(self, step: int) -> dict[str, Any]:

@@ -29,18 +29,20 @@ REQUIRED_KEYS = (
 
 
 @pytest.mark.slow
-def test_demo_trains_smollm2_and_writes_metrics_and_curves(smollm2_dir, model_cache, tmp_path):
+@pytest.mark.parametrize("engine", ["fsdp", "megatron"])
+def test_demo_trains_smollm2_and_writes_metrics_and_curves(smollm2_dir, model_cache, tmp_path, engine):
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in ISOLATED_VARIABLES}
     command = [
         sys.executable, "-m", "mhpo_verl", "demo", "--steps", "2", "--prompts-per-step", "2",
         "--samples-per-prompt", "2", "--ppo-mini-batch-size", "1", "--max-new-tokens", "12", "--micro-batch-size", "2",
-        "--cache-dir", str(model_cache), "--out", str(out), "--quiet",
+        "--cache-dir", str(model_cache), "--out", str(out), "--quiet", "--engine", engine,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "reward/mean" in result.stdout and "non-finite events: 0" in result.stdout
     # verl's own prints (engine set-up, memory) go to verl.log, not between the progress bar and the summary.
+    assert f"({engine} engine)" in result.stdout
     assert "memory allocated" not in result.stdout
     assert "memory allocated" in (out / "verl.log").read_text()
 
@@ -54,7 +56,7 @@ def test_demo_trains_smollm2_and_writes_metrics_and_curves(smollm2_dir, model_ca
     assert samples and all(s["samples"][0]["prompt"].endswith("\\boxed{}.") for s in samples)
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((out / "config.json").read_text())
-    assert config["loss_mode"] == "mhpo" and config["steps"] == 2
+    assert config["loss_mode"] == "mhpo" and config["steps"] == 2 and config["engine"] == engine
 
 
 def test_arguments_map_onto_the_demo_config():

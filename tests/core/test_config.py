@@ -28,6 +28,7 @@ RUNNABLE = [
     "actor_rollout_ref.actor.ppo_mini_batch_size=4",
     "trainer.n_gpus_per_node=2",
     "actor_rollout_ref.rollout.name=vllm",
+    "actor_rollout_ref.rollout.n=4",
 ]
 
 
@@ -136,3 +137,102 @@ def test_verl_main_ppo_rejects_a_bad_value_before_starting_ray(tmp_path):
     assert result.returncode != 0
     assert "MHPO option k_pos must be a positive finite number, got -2" in output
     assert "ray init kwargs" not in output  # main_ppo prints this right before ray.init
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run checks verl leaves to the first step or never makes; the plugin runs them inside verl's validate_config (the
+# function main_ppo calls in the driver before Ray starts).
+
+
+def _validate(overrides, config_name="mhpo_trainer"):
+    validate_config(compose_config(config_name, [*RUNNABLE, *overrides]), use_reference_policy=False, use_critic=False)
+
+
+def test_validate_config_is_the_wrapped_one_main_ppo_calls():
+    import verl.trainer.main_ppo as main_ppo
+    import verl.utils.config as verl_config
+
+    from mhpo_verl.plugin import WRAPPED_TAG
+
+    assert main_ppo.validate_config is verl_config.validate_config is validate_config
+    assert hasattr(validate_config, WRAPPED_TAG)
+
+
+@pytest.mark.parametrize("one_override", [False, True])
+def test_mhpo_estimator_with_one_response_per_prompt_fails_in_the_driver(one_override):
+    overrides = [*RUNNABLE, "actor_rollout_ref.actor.ppo_mini_batch_size=8", "actor_rollout_ref.rollout.n=1"]
+    if one_override:  # verl's own ppo_trainer with only the estimator switched: no MHPO config file involved
+        config = _compose_verl([*overrides, "algorithm.adv_estimator=mhpo"])
+    else:
+        config = compose_config(overrides=overrides)
+    with pytest.raises(ValueError, match=r"actor_rollout_ref.rollout.n=1 gives each prompt one response"):
+        validate_config(config, use_reference_policy=False, use_critic=False)
+    config.actor_rollout_ref.rollout.n = 2
+    validate_config(config, use_reference_policy=False, use_critic=False)
+
+
+def _compose_verl(overrides):
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+        return compose(config_name="ppo_trainer", overrides=list(overrides))
+
+
+def test_other_estimators_and_losses_are_not_checked():
+    """grpo with vanilla PPO and one response per prompt is verl's business, not the plugin's."""
+    config = _compose_verl(
+        [*RUNNABLE, "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=1",
+         "actor_rollout_ref.actor.ppo_mini_batch_size=8"]
+    )  # fmt: skip
+    config.algorithm.rollout_correction.bypass_mode = True
+    config.algorithm.rollout_correction.rollout_rs = "token_k1"
+    validate_config(config, use_reference_policy=False, use_critic=False)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ["algorithm.rollout_correction.rollout_is=token"],
+        ["algorithm.rollout_correction.rollout_rs=seq_mean_k1", "algorithm.rollout_correction.rollout_rs_threshold=2"],
+        ["algorithm.rollout_correction.rollout_is=sequence", "algorithm.rollout_correction.rollout_rs=token_k1"],
+    ],
+)
+def test_bypass_mode_with_rollout_is_or_rs_is_refused(settings):
+    with pytest.raises(ValueError) as error:
+        _validate(["algorithm.rollout_correction.bypass_mode=true", *settings])
+    message = str(error.value)
+    assert "bypass_mode=true skips verl's rollout correction" in message
+    for setting in settings:
+        if "threshold" not in setting:
+            assert setting in message
+    _validate(["algorithm.rollout_correction.bypass_mode=false", *settings])  # decoupled mode applies them
+    _validate(["algorithm.rollout_correction.bypass_mode=true"])  # bypass alone is fine
+
+
+def test_seq_mean_token_sum_norm_without_a_scale_factor_warns_naming_the_fix(caplog):
+    with caplog.at_level("WARNING", logger="mhpo_verl.config"):
+        _validate(["actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm"])
+    warnings = [record.getMessage() for record in caplog.records if record.name == "mhpo_verl.config"]
+    assert len(warnings) == 1
+    assert "set actor_rollout_ref.actor.loss_scale_factor to a constant" in warnings[0].lower()
+    assert "actor_rollout_ref.rollout.response_length=" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mhpo_verl.config"):
+        _validate(["actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm",
+                   "actor_rollout_ref.actor.loss_scale_factor=1024"])  # fmt: skip
+    assert not [record for record in caplog.records if record.name == "mhpo_verl.config"]
+
+
+@pytest.mark.slow
+def test_one_response_per_prompt_fails_before_ray_starts_in_main_ppo(tmp_path):
+    """The real entry point: verl's main_ppo stops in the driver with the message, before ray.init."""
+    command = [
+        sys.executable, "-m", "verl.trainer.main_ppo",
+        "--config-path=pkg://mhpo_verl.configs", "--config-name=mhpo_trainer",
+        *RUNNABLE, "actor_rollout_ref.actor.ppo_mini_batch_size=8", "actor_rollout_ref.rollout.n=1",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "gives each prompt one response: every advantage would be 0" in output
+    assert "ray init kwargs" not in output

@@ -1,12 +1,22 @@
-"""Stability study: MHPO against GRPO, DAPO, GSPO, SAPO and CISPO on the CPU training path, plus an MHPO ablation.
+"""Stability study: MHPO against GRPO, clip-higher, GSPO, SAPO and CISPO on the CPU training path, fresh and stale.
 
 Every run trains SmolLM2-135M-Instruct on the demo's arithmetic tasks through :class:`mhpo_verl.demo.loop.CPURLTrainer`
 (verl's own actor worker, ``ppo_loss`` and registered policy losses). Runs differ only in the method (the overrides
 of :data:`mhpo_verl.recipes.ALGORITHMS`, or MHPO loss options for the ablation), the regime and the seed; model,
 tasks, batch, sampling and learning rate are the same everywhere, and a seed fixes the problems and the sampling.
 
-* ``on_policy``: one optimizer update per rollout batch, so every importance ratio is 1 (the control).
-* ``off_policy``: 2 mini-batches x 2 PPO epochs = 4 updates per rollout batch, so ratios drift away from 1.
+* ``off_policy``: 4 mini-batches (one prompt group each) x 1 PPO epoch = 4 updates per rollout batch, so ratios
+  drift away from 1; the old log-probs are recomputed by the trainer before the first update (verl's default,
+  "decoupled" mode).
+* ``stale_8``: the same 4 updates per batch, but the sampler's weights are 8 optimizer updates old (the push to the
+  sampler is delayed by 2 steps, as in asynchronous RL) and the old log-probs are the sampler's own log-probs of the
+  sampled tokens (verl's ``rollout_correction.bypass_mode``), so every ratio carries 8-11 updates of staleness.
+* ``on_policy`` (not in the default plan): one update per batch, every ratio is 1. The MHPO ablation arms run only
+  when named with ``--arms``.
+
+Statistics: per method and regime the mean over seeds with a 95% bootstrap interval, and the paired difference to
+GRPO on the same seeds (same prompts, same initial weights, same first samples) with its interval; the per-update
+wall and CPU time of each method as a ratio to GRPO's on the same seed.
 
 The GRPO recipe's KL-to-reference term is left out here: the CPU loop has no reference model (it would cost a third
 forward pass per step), and the comparison is about the policy losses. All other methods use no KL term anyway.
@@ -17,7 +27,7 @@ an interrupted one is discarded and redone from scratch. ``--report-only`` rebui
 ``summary.csv``, ``table.md`` and ``curves.png`` from the run folders.
 
     python examples/benchmarks/stability_study.py                      # the whole study (resumes), then the report
-    python examples/benchmarks/stability_study.py --jobs 2             # 2 runs at a time, 1 thread each
+    python examples/benchmarks/stability_study.py --jobs 2             # 2 runs at a time (1 thread each, always)
     python examples/benchmarks/stability_study.py --list               # the plan and what is finished
     python examples/benchmarks/stability_study.py --report-only        # tables and curves from the committed runs
     python examples/benchmarks/stability_study.py --arms mhpo grpo --regimes off_policy --steps 2 --out /tmp/s
@@ -33,6 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import csv
 import dataclasses
+import itertools
 import json
 import math
 import shutil
@@ -47,6 +58,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mhpo_verl.demo.loop import DemoConfig
 from mhpo_verl.demo.report import RunWriter, moving_average, read_metrics, summarize
@@ -77,6 +90,10 @@ class Regime:
     """Prompts per PPO mini-batch (verl's ``actor.ppo_mini_batch_size``)."""
     ppo_epochs: int
     description: str
+    rollout_staleness: int = 0
+    """Optimizer updates the sampler's weights lag behind the trainer's (:attr:`DemoConfig.rollout_staleness`)."""
+    old_log_probs_from_sampler: bool = False
+    """Old log-probs from the sampler (verl's bypass mode) instead of the trainer's recomputation."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +109,10 @@ class Arm:
 
 MAIN_ARMS: tuple[Arm, ...] = tuple(
     Arm(name, name, description=ALGORITHMS[name].description)
-    for name in ("mhpo", "grpo", "dapo", "gspo", "sapo", "cispo")
+    for name in ("mhpo", "grpo", "clip-higher", "gspo", "sapo", "cispo")
 )
+BASELINE = "grpo"
+"""The method every other is compared with, seed by seed."""
 ABLATION_ARMS: tuple[Arm, ...] = (
     # relu of a bounded psi over a scale of 1e6: zeta < 2e-9, so exp(-zeta) == 1 and only the LFM remains.
     Arm(
@@ -120,28 +139,46 @@ REGIMES: dict[str, Regime] = {
     regime.name: regime
     for regime in (
         Regime("on_policy", ppo_mini_batch_size=4, ppo_epochs=1, description="1 update per rollout batch (r = 1)"),
-        Regime("off_policy", ppo_mini_batch_size=2, ppo_epochs=2, description="2 mini-batches x 2 epochs"),
+        Regime("off_policy", ppo_mini_batch_size=1, ppo_epochs=1, description="4 mini-batches x 1 epoch"),
+        Regime(
+            "stale_8",
+            ppo_mini_batch_size=1,
+            ppo_epochs=1,
+            description="4 mini-batches x 1 epoch, sampler 8 updates old, old log-probs from the sampler",
+            rollout_staleness=8,
+            old_log_probs_from_sampler=True,
+        ),
     )
 }
+STUDY_REGIMES = ("off_policy", "stale_8")
+"""The regimes of the default plan."""
 ABLATION_REGIMES = ("off_policy",)
 """On-policy every ratio is 1: psi = 0 and zeta is a constant, so the ablation arms only differ off-policy."""
 
 
 @dataclass(frozen=True)
 class StudySettings:
-    """What every run shares. Sized for a 2-core machine: the 34 runs took 157 min one at a time, about 95-100 min
-    with ``--jobs 2`` (README); fewer steps or samples leave too little learning signal to compare methods."""
+    """What every run shares: the smallest runs in which k = 8 means something, 4 steps of 4 prompts x 2 samples
+    with 4 optimizer updates a step (16 updates; a stale run's last two steps learn from rollouts 8 updates old).
+    On this AVX2-only 2-core machine shared with other jobs one run costs minutes of CPU, so even this size does
+    not fit 48 runs in an hour (README: the measured cost, what finished, and why these sizes)."""
 
-    steps: int = 12
-    seeds: tuple[int, ...] = (0, 1)
+    steps: int = 4
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
     prompts_per_step: int = 4
-    samples_per_prompt: int = 4
+    samples_per_prompt: int = 2
     max_new_tokens: int = 32
-    micro_batch_size: int = 8
-    lr: float = 1e-5
+    micro_batch_size: int = 2
+    lr: float = 2e-5
     temperature: float = 1.0
-    task_kinds: tuple[str, ...] = ("add_1d", "add_2d1d", "mul_1d")
+    task_kinds: tuple[str, ...] = ("add_2d1d", "mul_1d", "sub_2d")
     format_score: float = 0.5
+    dtype: str = "fp32"
+    """Training and sampling precision. fp32: on a CPU without AVX-512 (this machine: AVX2 only) a bf16 matmul runs
+    about 30x slower than fp32 (1.2 against 38 GFLOP/s measured, one thread)."""
+    threads: int = 1
+    """Intra-op threads of every run, whatever ``--jobs`` is: the thread count changes floating-point sums and from
+    there every sampled token, so it is part of what a seed reproduces."""
     model_path: str | None = None
     cache_dir: str | None = None
 
@@ -172,7 +209,11 @@ class RunSpec:
             lr=settings.lr,
             max_new_tokens=settings.max_new_tokens,
             temperature=settings.temperature,
+            train_dtype=settings.dtype,
+            rollout_dtype=settings.dtype,
             task_kinds=settings.task_kinds,
+            rollout_staleness=self.regime.rollout_staleness,
+            old_log_probs_from_sampler=self.regime.old_log_probs_from_sampler,
             seed=self.seed,
             model_path=settings.model_path,
             cache_dir=settings.cache_dir,
@@ -189,6 +230,7 @@ class RunSpec:
             "regime": self.regime.name,
             "seed": self.seed,
             "ablation": self.arm.ablation,
+            "threads": settings.threads,
             "demo_config": _plain(dataclasses.asdict(self.demo_config(settings))),
         }
 
@@ -224,20 +266,30 @@ def algorithm_settings(name: str) -> tuple[str, str | None, str | None, list[str
 def build_plan(
     settings: StudySettings, arms: Iterable[str] | None = None, regimes: Iterable[str] | None = None
 ) -> list[RunSpec]:
-    """The runs, most informative first: per seed the off-policy comparison, the on-policy one, then the ablation
-    (so an interrupted study still has every method at its first seed)."""
-    wanted_arms = _pick(ARMS, arms, "arm")
-    wanted_regimes = [regime.name for regime in _pick(REGIMES, regimes, "regime")]
+    """The runs, most informative first, so that an interrupted study holds complete paired comparisons: MHPO and
+    GRPO at every seed in the stale regime, then off-policy, then the other methods seed by seed in each regime, then
+    on-policy and the ablation. By default the six methods in :data:`STUDY_REGIMES`; ablation arms (off-policy only)
+    and ``on_policy`` run when named."""
+    wanted_arms = _pick(ARMS, arms if arms is not None else [arm.name for arm in MAIN_ARMS], "arm")
+    wanted_regimes = [regime.name for regime in _pick(REGIMES, regimes if regimes is not None else STUDY_REGIMES,
+                                                      "regime")]
     plan = []
-    for seed in settings.seeds:
-        for regime_name, ablation in (("off_policy", False), ("on_policy", False), ("off_policy", True)):
+    for first_pair in (True, False):
+        for regime_name, ablation in (("stale_8", False), ("off_policy", False), ("on_policy", False),
+                                      ("off_policy", True)):
             if regime_name not in wanted_regimes:
                 continue
-            for arm in wanted_arms:
-                if arm.ablation != ablation or (ablation and regime_name not in ABLATION_REGIMES):
-                    continue
-                plan.append(RunSpec(arm, REGIMES[regime_name], seed))
+            for seed in settings.seeds:
+                for arm in wanted_arms:
+                    if arm.ablation != ablation or (ablation and regime_name not in ABLATION_REGIMES):
+                        continue
+                    if (arm.name in FIRST_PAIR) == first_pair:
+                        plan.append(RunSpec(arm, REGIMES[regime_name], seed))
     return plan
+
+
+FIRST_PAIR = ("mhpo", BASELINE)
+"""The comparison the study exists for; :func:`build_plan` runs it first."""
 
 
 def _pick(choices: dict[str, Any], names: Iterable[str] | None, what: str) -> list[Any]:
@@ -468,12 +520,129 @@ def execute_in_child(spec: RunSpec, folder: Path, log_path: Path, threads: int |
     return {"wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
-def child_executor(jobs: int) -> Executor:
-    """The executor for ``jobs`` runs at a time: one run uses every core; several split the cores between them."""
-    if jobs == 1:
-        return execute_in_child
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+def child_executor(threads: int) -> Executor:
+    """The executor of one run per child with ``threads`` intra-op threads (the same for any ``--jobs``, see
+    :attr:`StudySettings.threads`)."""
     return lambda spec, folder, log_path: execute_in_child(spec, folder, log_path, threads=threads)
+
+
+class RunWorker:
+    """A child process (this script with ``--serve``) that trains the runs it is sent, one after another.
+
+    Importing verl and setting up its engine costs minutes of wall time on a loaded 2-core machine, more than a
+    short run's training; a worker pays it once. Each run still builds its own trainer from its own config (fresh
+    weights, optimizer, problems and sampling seeds; nothing random is drawn outside them), so a run's numbers do
+    not depend on what the worker ran before (``tests/study/test_worker.py`` checks it). A failed run ends the
+    worker; the next run gets a fresh one. The CPU time of a run is the worker's own ``getrusage`` over that run.
+    """
+
+    def __init__(self, threads: int, log_dir: Path):
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve", "--threads", str(threads)]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with (log_dir / "workers.log").open("a") as worker_log:
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=worker_log,
+                                            text=True, preexec_fn=_end_with_parent)
+        with _LIVE_CHILDREN_LOCK:
+            _LIVE_CHILDREN.add(self.process)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def run(self, folder: Path, log_path: Path) -> dict[str, float]:
+        started = time.perf_counter()
+        try:
+            self.process.stdin.write(json.dumps({"folder": str(folder), "log": str(log_path)}) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        except BaseException:
+            stop_children()
+            raise
+        if not line:
+            code = self.process.wait()
+            self.close()
+            raise StudyError(f"the run worker ended (exit status {code}); the end of {log_path}:\n{_tail(log_path)}")
+        reply = json.loads(line)
+        if not reply["ok"]:
+            self.close()
+            raise StudyError(f"{reply['error']}; the end of {log_path}:\n{_tail(log_path)}")
+        return {"wall_s": time.perf_counter() - started, "cpu_s": reply["cpu_s"]}
+
+    def close(self) -> None:
+        if self.alive:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        with _LIVE_CHILDREN_LOCK:
+            _LIVE_CHILDREN.discard(self.process)
+
+
+def worker_executor(threads: int) -> tuple[Executor, Callable[[], None]]:
+    """The study's executor: one :class:`RunWorker` per concurrent job (pool thread), started on its first run and
+    replaced after a failure; and the function that closes every worker at the end."""
+    local = threading.local()
+    workers: list[RunWorker] = []
+
+    def execute(spec: RunSpec, folder: Path, log_path: Path) -> dict[str, float]:
+        worker = getattr(local, "worker", None)
+        if worker is None or not worker.alive:
+            worker = local.worker = RunWorker(threads, log_path.parent)
+            workers.append(worker)
+        return worker.run(folder, log_path)
+
+    def close_all() -> None:
+        for worker in workers:
+            worker.close()
+
+    return execute, close_all
+
+
+def serve(threads: int) -> None:
+    """The worker's side of :class:`RunWorker`: one JSON request a line on stdin (run folder, log file), one JSON
+    reply a line on the original stdout; while a run trains, fd 1 and 2 go to its log file."""
+    import gc
+    import resource
+    import traceback
+
+    replies = os.fdopen(os.dup(1), "w")
+    for line in sys.stdin:
+        request = json.loads(line)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        with open(request["log"], "w") as log:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            saved = os.dup(1), os.dup(2)
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                train_run(Path(request["folder"]), threads=threads)
+                reply: dict[str, Any] = {"ok": True}
+            except Exception as error:  # reported to the parent, which records the run as failed
+                traceback.print_exc()
+                reply = {"ok": False, "error": f"{type(error).__name__}: {error}"}
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+        gc.collect()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        reply["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+        if not reply["ok"]:
+            return
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-1500:] if path.is_file() else ""
 
 
 def _end_with_parent() -> None:
@@ -489,6 +658,10 @@ def _end_with_parent() -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # One run (in the child process)
+
+UPDATE_CPU_KEY = "cpu_s/update_actor"
+"""CPU time of the step's actor update (every optimizer update of the step), the process's own: unlike wall time it
+does not count the time other programs on a shared machine held the core."""
 
 KEPT_METRICS = (
     "reward/mean",
@@ -510,7 +683,10 @@ KEPT_METRICS = (
     "diag/nonfinite_log_prob_tokens",
     "diag/nonfinite_loss",
     "diag/nonfinite_grad_norm_steps",
+    "rollout/staleness_updates",
     "timing_s/step",
+    "timing_s/update_actor",
+    UPDATE_CPU_KEY,
 )
 """The per-step metrics a run keeps (the loop reports more; these are what the study reads or a reader checks)."""
 
@@ -546,7 +722,9 @@ def make_recording_trainer(config: DemoConfig) -> Any:
     update_actor = trainer.worker.update_actor
 
     def recording_update_actor(request: Any) -> Any:
+        started = time.process_time()
         output = update_actor(request)
+        trainer.update_cpu_s = time.process_time() - started
         norms = tu.get(output, "metrics").get("grad_norm", [])
         trainer.update_grad_norms = [float(n) for n in (norms if isinstance(norms, list) else [norms])]
         return output
@@ -570,6 +748,8 @@ def train_run(
     writer = RunWriter(folder)
     for step in range(config.steps):
         metrics = trainer.step(step)
+        if hasattr(trainer, "update_cpu_s"):
+            metrics[UPDATE_CPU_KEY] = trainer.update_cpu_s
         row = step_record(metrics, trainer.update_grad_norms)
         writer.append(row)
         print(
@@ -658,6 +838,10 @@ def run_statistics(result: RunResult, window: int | None = None) -> dict[str, An
         "log_ratio_over_0.5": _finite_mean(_series(steps, "diag/log_ratio_over_0.5")),
         "log_ratio_abs_max": max(_series(steps, "diag/log_ratio_abs_max"), default=math.nan),
         "clipfrac": _finite_mean(_series(steps, "actor/pg_clipfrac")),
+        "staleness_max": max(_series(steps, "rollout/staleness_updates"), default=math.nan),
+        "log_ratio_over_0.5_at_max_staleness": _drift_at_max_staleness(steps),
+        "update_wall_s": _per_update_seconds(steps, "timing_s/update_actor"),
+        "update_cpu_s": _per_update_seconds(steps, UPDATE_CPU_KEY),
         "nonfinite_events": summarize(steps)["nonfinite_events"],
         "grad_norm": grad_norm_spikes(norms),
         "wall_s": result.timing.get("wall_s", math.nan),
@@ -665,8 +849,32 @@ def run_statistics(result: RunResult, window: int | None = None) -> dict[str, An
     }
 
 
+def _per_update_seconds(steps: Sequence[dict[str, Any]], key: str) -> float:
+    """Median over steps of the step's update time divided by its optimizer updates (the median: a step that shared
+    the core with another program does not move it)."""
+    per_update = [
+        float(row[key]) / len(row[GRAD_NORMS_KEY])
+        for row in steps
+        if row.get(key) is not None and row.get(GRAD_NORMS_KEY)
+    ]
+    return statistics.median(per_update) if per_update else math.nan
+
+
+def _drift_at_max_staleness(steps: Sequence[dict[str, Any]]) -> float:
+    """The |log r| > 0.5 fraction over the steps sampled with the run's stalest weights (a stale run's first steps
+    are fresher: the sampler starts from the initial weights)."""
+    staleness = _series(steps, "rollout/staleness_updates")
+    finite = [value for value in staleness if not math.isnan(value)]
+    if not finite:
+        return math.nan
+    drift = _series(steps, "diag/log_ratio_over_0.5")
+    return _finite_mean(d for d, k in zip(drift, staleness) if k == max(finite))
+
+
 CELL_FIGURES = ("reward_first", "reward_final", "reward_best", "accuracy_final", "entropy_first", "entropy_final",
                 "log_ratio_over_0.5", "clipfrac")
+BOOTSTRAP_FIGURES = ("reward_final", "accuracy_final", "log_ratio_over_0.5", "log_ratio_over_0.5_at_max_staleness")
+"""Figures whose cell mean also gets a bootstrap interval over seeds."""
 
 
 def cell_statistics(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -687,7 +895,92 @@ def cell_statistics(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     cell["log_ratio_abs_max"] = max(run["log_ratio_abs_max"] for run in runs)
     cell["nonfinite_events"] = sum(run["nonfinite_events"] for run in runs)
     cell["wall_s"] = sum(run["wall_s"] for run in runs)
+    for name in BOOTSTRAP_FIGURES:
+        cell[f"{name}_ci"] = bootstrap_mean_interval(run[name] for run in runs)[1:]
     return cell
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Intervals over seeds
+
+CONFIDENCE = 0.95
+EXACT_BOOTSTRAP_LIMIT = 50_000
+"""Up to this many resamples (n**n for n seeds: 256 for 4, 46656 for 6) every resample is enumerated, so the
+interval is exact and the same on every machine; beyond, :data:`BOOTSTRAP_RESAMPLES` drawn with a fixed seed."""
+BOOTSTRAP_RESAMPLES = 20_000
+
+
+def bootstrap_mean_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` and its percentile-bootstrap interval (resampling with replacement).
+
+    NaN values are left out; with fewer than 2 values the interval is NaN. With few values the percentile interval
+    is narrower than the true one (4 values that agree give a narrow interval), which the README says.
+    """
+    x = np.array([float(v) for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    if len(x) == 1:
+        return float(x[0]), math.nan, math.nan
+    n = len(x)
+    if n**n <= EXACT_BOOTSTRAP_LIMIT:
+        indices = np.array(list(itertools.product(range(n), repeat=n)), dtype=np.int64)
+    else:
+        indices = np.random.default_rng(0).integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))
+    means = x[indices].mean(axis=1)
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(x.mean()), float(low), float(high)
+
+
+def paired_difference(method: dict[int, float], baseline: dict[int, float]) -> dict[str, Any]:
+    """``method - baseline`` seed by seed over the seeds both have (finite), with its bootstrap interval.
+    ``verdict`` is ``higher``/``lower`` only when the interval excludes 0, else ``no difference``."""
+    seeds = sorted(seed for seed in method.keys() & baseline.keys()
+                   if math.isfinite(method[seed]) and math.isfinite(baseline[seed]))
+    mean, low, high = bootstrap_mean_interval(method[seed] - baseline[seed] for seed in seeds)
+    verdict = "higher" if low > 0 else "lower" if high < 0 else "no difference"
+    return {"seeds": seeds, "mean": mean, "low": low, "high": high, "verdict": verdict}
+
+
+def paired_ratio(method: dict[int, float], baseline: dict[int, float]) -> dict[str, Any]:
+    """``method / baseline`` seed by seed (both positive), its mean and bootstrap interval."""
+    seeds = sorted(seed for seed in method.keys() & baseline.keys() if method[seed] > 0 and baseline[seed] > 0)
+    mean, low, high = bootstrap_mean_interval(method[seed] / baseline[seed] for seed in seeds)
+    return {"seeds": seeds, "mean": mean, "low": low, "high": high}
+
+
+COMPARED = {
+    "reward_final": lambda run: run["reward_final"],
+    "accuracy_final": lambda run: run["accuracy_final"],
+    "max_over_median": lambda run: run["grad_norm"]["max_over_median"],
+}
+"""Figures compared with the baseline seed by seed (paired differences)."""
+TIMED = ("update_wall_s", "update_cpu_s")
+
+
+def comparisons(runs: Sequence[dict[str, Any]], baseline: str = BASELINE) -> list[dict[str, Any]]:
+    """Per regime and method (the baseline included, as its own reference): paired differences of
+    :data:`COMPARED` and the per-update time ratios against ``baseline`` on the same seeds."""
+    out = []
+    regimes = [name for name in REGIMES if any(run["regime"] == name for run in runs)]
+    for regime in regimes:
+        members = [run for run in runs if run["regime"] == regime and not _is_ablation(run["arm"])]
+        base = {run["seed"]: run for run in members if run["arm"] == baseline}
+        if not base:
+            continue
+        for arm in [name for name in ARMS if any(run["arm"] == name for run in members)]:
+            mine = {run["seed"]: run for run in members if run["arm"] == arm}
+            row: dict[str, Any] = {"regime": regime, "arm": arm}
+            for name, figure in COMPARED.items():
+                row[name] = dict(zip(("mean", "low", "high"),
+                                     bootstrap_mean_interval(figure(run) for run in mine.values())))
+                row[f"delta_{name}"] = paired_difference({s: figure(r) for s, r in mine.items()},
+                                                         {s: figure(r) for s, r in base.items()})
+            for name in TIMED:
+                row[f"{name}_ratio"] = paired_ratio({s: r[name] for s, r in mine.items()},
+                                                    {s: r[name] for s, r in base.items()})
+            row["seeds"] = row["delta_reward_final"]["seeds"]
+            out.append(row)
+    return out
 
 
 def study_statistics(results: Sequence[RunResult]) -> dict[str, Any]:
@@ -700,6 +993,7 @@ def study_statistics(results: Sequence[RunResult]) -> dict[str, Any]:
     return {
         "runs": runs,
         "cells": cells,
+        "comparisons": comparisons(runs),
         "wall_s": sum(result.timing.get("wall_s", 0.0) for result in results),
         "cpu_s": sum(result.timing.get("cpu_s", 0.0) for result in results),
     }
@@ -723,7 +1017,7 @@ def _number(value: float, digits: int = 1) -> str:
 TABLE_HEADER = (
     "| regime | method | seeds | final reward | best reward | final accuracy | grad-norm median | max / median "
     "(worst seed) | updates > 5x median | updates clipped at 1.0 | entropy first → final "
-    "| tokens with \\|log r\\| > 0.5 | NaN/Inf |"
+    "| tokens with \\|log r\\| > 0.5 | max \\|log r\\| | NaN/Inf |"
 )
 
 
@@ -737,7 +1031,44 @@ def table_row(cell: dict[str, Any]) -> str:
         f"{_pm(cell['reward_best'])} | {_pm(cell['accuracy_final'])} | {_pm(cell['grad_norm_median'])} | "
         f"{_pm(cell['grad_norm_max_over_median'], 1)} ({_number(cell['grad_norm_max_over_median_worst'])}) | "
         f"{spikes} | {clipped} | {first:.3f} → {final:.3f} | {100 * cell['log_ratio_over_0.5'][0]:.2f}% | "
-        f"{cell['nonfinite_events']:.0f} |"
+        f"{_number(cell['log_ratio_abs_max'])} | {cell['nonfinite_events']:.0f} |"
+    )
+
+
+COMPARISON_HEADER = (
+    f"| regime | method | seeds | final reward (95% CI) | Δ final reward vs {BASELINE} (95% CI) | "
+    f"final accuracy (95% CI) | Δ final accuracy vs {BASELINE} (95% CI) | Δ grad-norm max/median vs {BASELINE} "
+    f"(95% CI) | update wall time / {BASELINE} (95% CI) | update CPU time / {BASELINE} (95% CI) |"
+)
+VERDICTS = {"higher": "better", "lower": "worse", "no difference": "no different"}
+"""For reward and accuracy, higher is better."""
+
+
+def _interval(entry: dict[str, Any], digits: int = 3, signed: bool = False) -> str:
+    if math.isnan(entry["mean"]):
+        return "–"
+    sign = "+" if signed else ""
+    mean = f"{entry['mean']:{sign}.{digits}f}"
+    if math.isnan(entry["low"]):
+        return mean
+    return f"{mean} [{entry['low']:{sign}.{digits}f}, {entry['high']:{sign}.{digits}f}]"
+
+
+def comparison_row(row: dict[str, Any]) -> str:
+    def delta(name: str, digits: int = 3, verdict: bool = True) -> str:
+        entry = row[f"delta_{name}"]
+        if row["arm"] == BASELINE:
+            return "(baseline)"
+        text = _interval(entry, digits, signed=True)
+        return f"{text} **{VERDICTS[entry['verdict']]}**" if verdict and text != "–" else text
+
+    def ratio(name: str) -> str:
+        return "1 (baseline)" if row["arm"] == BASELINE else _interval(row[f"{name}_ratio"], 2)
+
+    return (
+        f"| {row['regime']} | {row['arm']} | {len(row['seeds'])} | {_interval(row['reward_final'])} | "
+        f"{delta('reward_final')} | {_interval(row['accuracy_final'])} | {delta('accuracy_final')} | "
+        f"{delta('max_over_median', 2, verdict=False)} | {ratio('update_wall_s')} | {ratio('update_cpu_s')} |"
     )
 
 
@@ -750,7 +1081,13 @@ def markdown_tables(stats: dict[str, Any]) -> str:
         if (cell["arm"] == "mhpo" or _is_ablation(cell["arm"])) and cell["regime"] in ABLATION_REGIMES
     ]
     separator = "|" + "---|" * TABLE_HEADER.count(" | ") + "---|"
-    lines = ["**Methods**", "", TABLE_HEADER, separator, *map(table_row, main)]
+    lines = ["**Methods** (± is the sample standard deviation over seeds)", "", TABLE_HEADER, separator,
+             *map(table_row, main)]
+    if stats.get("comparisons"):
+        lines += ["", f"**Against {BASELINE}, seed by seed** (paired over the same seeds; 95% percentile-bootstrap "
+                      "intervals over seeds; better / worse only where the interval excludes 0)", "",
+                  COMPARISON_HEADER, "|" + "---|" * COMPARISON_HEADER.count(" | ") + "---|",
+                  *map(comparison_row, stats["comparisons"])]
     if any(cell["arm"] != "mhpo" for cell in ablation):
         lines += ["", "**MHPO ablation** (off-policy; `mhpo` = paper defaults)", "", TABLE_HEADER, separator,
                   *map(table_row, ablation)]
@@ -762,6 +1099,7 @@ CSV_COLUMNS = (
     "grad_norm_median_mean", "grad_norm_median_sd", "grad_norm_max_over_median_mean", "grad_norm_max_over_median_sd",
     "grad_norm_max_over_median_worst", "grad_norm_spikes", "grad_norm_updates", "grad_norm_zero_updates",
     "grad_norm_nonfinite_updates", "grad_norm_clipped", "log_ratio_abs_max", "nonfinite_events", "wall_s",
+    *[f"{name}_ci_{end}" for name in BOOTSTRAP_FIGURES for end in ("low", "high")],
 )
 
 
@@ -772,7 +1110,9 @@ def write_csv(stats: dict[str, Any], path: Path) -> None:
         for cell in stats["cells"]:
             row: dict[str, Any] = {}
             for key, value in cell.items():
-                if isinstance(value, tuple):
+                if key.endswith("_ci"):
+                    row[f"{key}_low"], row[f"{key}_high"] = (_csv_number(v) for v in value)
+                elif isinstance(value, tuple):
                     row[f"{key}_mean"], row[f"{key}_sd"] = (_csv_number(v) for v in value)
                 elif key == "seeds":
                     row[key] = " ".join(map(str, value))
@@ -817,6 +1157,7 @@ def plot_study(results: Sequence[RunResult], path: Path) -> Path:
     rows = [
         ("on-policy", "on_policy", False),
         ("off-policy", "off_policy", False),
+        ("stale 8", "stale_8", False),
         ("off-policy, MHPO ablation", "off_policy", True),
     ]
     rows = [row for row in rows if any(_in_row(result, row) for result in results)]
@@ -925,6 +1266,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--report-only", action="store_true", help="rebuild the summary, table and curves from the finished runs")
     add("--jobs", type=int, default=1, help="runs at a time, each with cores/jobs threads (default: 1)")
     add("--run-one", type=Path, default=None, help=argparse.SUPPRESS)
+    add("--serve", action="store_true", help=argparse.SUPPRESS)
     add("--threads", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -933,6 +1275,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run_one is not None:
         train_run(args.run_one, threads=args.threads)
+        return 0
+    if args.serve:
+        serve(args.threads or 1)
         return 0
     settings = dataclasses.replace(
         StudySettings(),
@@ -953,7 +1298,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             # A SIGTERM (kill, nohup'd study stopped) unwinds like Ctrl-C, so the running child is ended too.
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-            failed = run_study(plan, store, settings, child_executor(args.jobs), jobs=args.jobs)
+            execute, close_workers = worker_executor(settings.threads)
+            try:
+                failed = run_study(plan, store, settings, execute, jobs=args.jobs)
+            finally:
+                close_workers()
         missing = [spec.run_id for spec in plan if not store.final_dir(spec.run_id).is_dir()]
         report = write_report(store, settings, missing)
     except StudyError as error:

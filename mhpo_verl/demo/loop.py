@@ -13,6 +13,12 @@ Per step, the same stages and the same verl code as one step of verl's V1 PPO tr
    (``mhpo`` by default);
 6. the new weights from the engine are copied into the sampler.
 
+Stale rollouts (:attr:`DemoConfig.rollout_staleness` = k > 0) delay stage 6: the sampler gets the weights the engine
+had k optimizer updates earlier, as in asynchronous RL where rollouts come from a policy several updates old. With
+:attr:`DemoConfig.old_log_probs_from_sampler`, stage 3 is what verl's ``algorithm.rollout_correction.bypass_mode`` does:
+the old log-probs are the sampler's own log-probs of the sampled tokens (no recomputation), so the importance ratio
+is taken against the behaviour policy and carries the staleness.
+
 The worker is built from a verl Hydra config composed exactly as ``main_ppo`` composes it (the project's
 ``mhpo_trainer`` for ``loss_mode=mhpo``, verl's ``ppo_trainer`` otherwise), so every verl actor option is reachable
 through :attr:`DemoConfig.overrides`.
@@ -77,6 +83,11 @@ class DemoConfig:
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower).
         engine: verl's training engine, ``fsdp`` (FSDP2) or ``megatron`` (megatron-core through mbridge, on the CPU
             via :mod:`mhpo_verl.cpu_backend.megatron`; bf16 only, as verl's McoreEngineConfig requires).
+        rollout_staleness: optimizer updates the sampler's weights lag behind the engine's (0: pushed after every
+            step). Must be a multiple of the updates per step, :attr:`updates_per_step`; until that many updates have
+            happened the sampler keeps the initial weights.
+        old_log_probs_from_sampler: take the old log-probs from the sampler (verl's ``rollout_correction.bypass_mode``)
+            instead of recomputing them with the engine; the reported entropy is then the sampler's.
         reward_options: ``reward_fns`` grading options (verl's ``reward_kwargs``); see
             :data:`mhpo_verl.demo.rewards.DEFAULT_REWARD_OPTIONS`.
         overrides: extra Hydra overrides on the verl config, e.g.
@@ -105,6 +116,8 @@ class DemoConfig:
     cache_dir: str | None = None
     gradient_checkpointing: bool = False
     engine: str = "fsdp"
+    rollout_staleness: int = 0
+    old_log_probs_from_sampler: bool = False
     reward_options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_REWARD_OPTIONS))
     overrides: tuple[str, ...] = field(default_factory=tuple)
 
@@ -125,6 +138,18 @@ class DemoConfig:
                 f"DemoConfig.micro_batch_size ({self.micro_batch_size}) must divide the sequences of a mini-batch "
                 f"(ppo_mini_batch_size x samples_per_prompt = {mini_batch_sequences}), as verl's engine requires"
             )
+        staleness = self.rollout_staleness
+        if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < 0:
+            raise ValueError(f"DemoConfig.rollout_staleness must be an integer >= 0, got {staleness!r}")
+        if staleness % self.updates_per_step:
+            raise ValueError(
+                f"DemoConfig.rollout_staleness ({staleness}) must be a multiple of the optimizer updates per step "
+                f"({self.updates_per_step} = prompts_per_step / ppo_mini_batch_size x ppo_epochs): weights are pushed "
+                f"to the sampler between steps"
+            )
+        if self.old_log_probs_from_sampler and self.top_p != 1.0:
+            raise ValueError(f"DemoConfig.old_log_probs_from_sampler needs top_p = 1 (got {self.top_p!r}): the sampler "
+                             f"reports log-probs of the untruncated distribution")
         if not (math.isfinite(self.lr) and self.lr >= 0):
             raise ValueError(f"DemoConfig.lr must be a finite number >= 0, got {self.lr!r}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -153,6 +178,11 @@ class DemoConfig:
     @property
     def sequences_per_step(self) -> int:
         return self.prompts_per_step * self.samples_per_prompt
+
+    @property
+    def updates_per_step(self) -> int:
+        """Optimizer updates per step: one per PPO mini-batch per epoch, as verl's actor makes them."""
+        return self.prompts_per_step // self.ppo_mini_batch_size * self.ppo_epochs
 
 
 def cpu_actor_overrides(config: DemoConfig, model_path: Path) -> list[str]:
@@ -272,6 +302,10 @@ class CPURLTrainer:
             pad_token_id=self.tokenizer.pad_token_id,
             dtype=_DTYPES[config.rollout_dtype],
         )
+        self.updates_done = 0
+        self.sampler_weights_at = 0
+        """Optimizer updates the engine had made when the sampler's current weights were taken."""
+        self._pending_weights: list[tuple[int, list[tuple[str, torch.Tensor]]]] = []
         self.sync_weights()
 
     @property
@@ -283,13 +317,17 @@ class CPURLTrainer:
     def step(self, step: int) -> dict[str, Any]:
         """Run training step ``step`` (0-based) and return its metrics (plain floats, plus ``samples``)."""
         timing: dict[str, float] = {}
+        staleness = self.updates_done - self.sampler_weights_at
         with _timer(timing, "gen"):
             problems, rollouts = self.generate(step)
         with _timer(timing, "reward"):
             texts, grades = self.grade(problems, rollouts)
         batch = build_batch(rollouts, [g.score for g in grades], uids=[f"{step}-{r.prompt_index}" for r in rollouts])
         with _timer(timing, "old_log_prob"):
-            entropy = self.compute_old_log_prob(batch)
+            if self.config.old_log_probs_from_sampler:
+                entropy = self.use_sampler_log_probs(batch, rollouts)
+            else:
+                entropy = self.compute_old_log_prob(batch)
         with _timer(timing, "adv"):
             self.compute_advantage(batch)
         with _timer(timing, "update_actor"):
@@ -301,6 +339,7 @@ class CPURLTrainer:
             "step": step,
             **rollout_metrics(rollouts, grades),
             "actor/entropy": entropy,
+            "rollout/staleness_updates": float(staleness),
             **update_metrics,
             **{f"timing_s/{name}": seconds for name, seconds in timing.items()},
         }
@@ -322,6 +361,7 @@ class CPURLTrainer:
             temperature=self.config.temperature,
             top_p=self.config.top_p,
             seed=_mix_seed(self.config.seed, step),
+            with_log_probs=self.config.old_log_probs_from_sampler,
         )
         return problems, rollouts
 
@@ -354,6 +394,20 @@ class CPURLTrainer:
         batch["old_log_probs"] = response_from_nested(output["log_probs"], batch["response_mask"])
         entropy = response_from_nested(output["entropy"], batch["response_mask"])
         padded = torch.nested.to_padded_tensor(entropy, 0.0)
+        mask = torch.nested.to_padded_tensor(batch["response_mask"], 0).bool()
+        actor = self.verl_config.actor_rollout_ref.actor
+        return agg_loss(loss_mat=padded, loss_mask=mask, loss_agg_mode=actor.loss_agg_mode).item()
+
+    def use_sampler_log_probs(self, batch: Any, rollouts: Sequence[Rollout]) -> float:
+        """Stage 3 in bypass mode: ``old_log_probs`` are the sampler's log-probs of the sampled tokens (the behaviour
+        policy, ``k`` updates old when rollouts are stale); returns the sampler's mean entropy over response tokens,
+        aggregated as the actor's loss is."""
+        from verl.trainer.ppo.core_algos import agg_loss
+
+        log_probs = [torch.tensor(r.log_probs, dtype=torch.float32) for r in rollouts]
+        entropies = [torch.tensor(r.entropies, dtype=torch.float32) for r in rollouts]
+        batch["old_log_probs"] = torch.nested.as_nested_tensor(log_probs, layout=torch.jagged)
+        padded = torch.nested.to_padded_tensor(torch.nested.as_nested_tensor(entropies, layout=torch.jagged), 0.0)
         mask = torch.nested.to_padded_tensor(batch["response_mask"], 0).bool()
         actor = self.verl_config.actor_rollout_ref.actor
         return agg_loss(loss_mat=padded, loss_mask=mask, loss_agg_mode=actor.loss_agg_mode).item()
@@ -402,12 +456,28 @@ class CPURLTrainer:
             temperature=self.config.temperature,
         )
         output = self.worker.update_actor(request)
+        self.updates_done += self.config.updates_per_step
         return reduce_update_metrics(tu.get(output, "metrics"))
 
     def sync_weights(self) -> None:
-        """Stage 6: copy the engine's weights into the sampler."""
+        """Stage 6: give the sampler the engine's weights of ``rollout_staleness`` updates ago (now, if 0).
+
+        With staleness, each step's weights are kept (a copy in the sampler's dtype) until they are due.
+        """
         named_tensors, _ = self.engine.get_per_tensor_param()
-        self.sampler.load_weights(named_tensors)
+        if self.config.rollout_staleness == 0:
+            self.sampler.load_weights(named_tensors)
+            self.sampler_weights_at = self.updates_done
+            return
+        dtype = _DTYPES[self.config.rollout_dtype]
+        snapshot = [(name, tensor.detach().to(dtype=dtype, copy=True)) for name, tensor in named_tensors]
+        self._pending_weights.append((self.updates_done, snapshot))
+        due = max(0, self.updates_done - self.config.rollout_staleness)
+        while self._pending_weights and self._pending_weights[0][0] <= due:
+            taken_at, weights = self._pending_weights.pop(0)
+            if taken_at == due:
+                self.sampler.load_weights(weights)
+                self.sampler_weights_at = taken_at
 
 
 _MODEL_INPUTS = ("prompts", "responses", "input_ids", "attention_mask", "position_ids", "response_mask", "loss_mask")

@@ -4,7 +4,9 @@ verl's rollouts are vLLM / SGLang / TensorRT-LLM servers, none of which runs her
 transformers copy of the model and refreshes it from the training engine after every update, the same
 "train, then push weights to the rollout" cycle verl's hybrid engine runs. The copy may use a lower precision than
 training (bf16 samples ~1.4x faster on CPU); the old log-probs PPO needs are recomputed by the training engine, so
-this only changes which samples are drawn, as vLLM in bf16 does on a GPU.
+this only changes which samples are drawn, as vLLM in bf16 does on a GPU. On request the sampler also returns its own
+log-probability (and entropy) of every sampled token, the behaviour policy's, which verl's
+``rollout_correction.bypass_mode`` uses as the old log-probs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ class Rollout:
     prompt_ids: list[int]
     response_ids: list[int]
     truncated: bool
+    log_probs: tuple[float, ...] | None = None
+    """The sampler's log-probability of each response token (at the sampling temperature), if requested."""
+    entropies: tuple[float, ...] | None = None
+    """The entropy of the sampler's distribution at each response token, if requested."""
 
 
 class HFSampler:
@@ -66,12 +72,23 @@ class HFSampler:
         temperature: float,
         top_p: float = 1.0,
         seed: int = 0,
+        with_log_probs: bool = False,
     ) -> list[Rollout]:
-        """``n`` responses per prompt, prompt-major (all of prompt 0's, then prompt 1's...)."""
+        """``n`` responses per prompt, prompt-major (all of prompt 0's, then prompt 1's...).
+
+        ``with_log_probs`` also returns, per response token, log softmax(logits / temperature) of the sampled token and
+        the entropy of that distribution: the distribution the token was drawn from, as long as ``top_p`` is 1 (a
+        truncated nucleus would be another distribution, so that combination is refused).
+        """
         if not prompts or any(len(ids) == 0 for ids in prompts):
             raise ValueError("every prompt must have at least one token")
         if n < 1 or max_new_tokens < 1:
             raise ValueError(f"n and max_new_tokens must be >= 1; got n={n}, max_new_tokens={max_new_tokens}")
+        if with_log_probs and (temperature <= 0 or top_p != 1.0):
+            raise ValueError(
+                f"with_log_probs needs plain sampling (temperature > 0, top_p = 1); got temperature={temperature}, "
+                f"top_p={top_p}"
+            )
         width = max(map(len, prompts))
         # Left padding keeps every prompt's last token in the last column, where generation continues.
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
@@ -88,10 +105,20 @@ class HFSampler:
             num_return_sequences=n,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=with_log_probs,
             **(sampling if temperature > 0 else {"do_sample": False}),
         )
+        generated_ids = output.sequences[:, width:]
+        log_probs = entropies = None
+        if with_log_probs:
+            # The raw logits of every generated position (before any logits processor), [rows, new tokens, vocab].
+            logits = torch.stack(output.logits, dim=1).float() / temperature
+            log_softmax = torch.log_softmax(logits, dim=-1)
+            log_probs = log_softmax.gather(-1, generated_ids.unsqueeze(-1)).squeeze(-1).tolist()
+            entropies = (-(log_softmax.exp() * log_softmax).sum(-1)).tolist()
         rollouts = []
-        for row, generated in enumerate(output[:, width:].tolist()):
+        for row, generated in enumerate(generated_ids.tolist()):
             prompt_index = row // n
             stop = generated.index(self.eos_token_id) + 1 if self.eos_token_id in generated else len(generated)
             rollouts.append(
@@ -100,6 +127,8 @@ class HFSampler:
                     prompt_ids=list(prompts[prompt_index]),
                     response_ids=generated[:stop],
                     truncated=self.eos_token_id not in generated,
+                    log_probs=None if log_probs is None else tuple(log_probs[row][:stop]),
+                    entropies=None if entropies is None else tuple(entropies[row][:stop]),
                 )
             )
         return rollouts

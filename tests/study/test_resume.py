@@ -4,6 +4,7 @@ made with other settings is an error, and every run shares everything but the me
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import subprocess
@@ -139,28 +140,43 @@ def test_train_run_records_per_update_grad_norms_and_keeps_nan_out_of_json(study
     assert (folder / "samples.jsonl").read_text().count('"response": "r"') == 3
 
 
-def test_the_plan_covers_every_method_regime_and_seed_and_the_ablation_off_policy(study):
+def test_the_default_plan_is_six_methods_in_both_regimes_at_four_seeds(study):
     settings = study.StudySettings()
     plan = study.build_plan(settings)
     ids = [spec.run_id for spec in plan]
     assert len(ids) == len(set(ids))
-    main = {"mhpo", "grpo", "dapo", "gspo", "sapo", "cispo"}
-    ablation = {"mhpo-lfm_only", "mhpo-dhp_symmetric", "mhpo-c0.5", "mhpo-c3.0", "mhpo-relu"}
+    main = {"mhpo", "grpo", "clip-higher", "gspo", "sapo", "cispo"}
     cells = {(spec.regime.name, spec.arm.name) for spec in plan}
-    assert cells == {(r, a) for r in ("on_policy", "off_policy") for a in main} | {("off_policy", a) for a in ablation}
-    assert len(settings.seeds) >= 2
-    assert len(plan) == len(cells) * len(settings.seeds)
-    # the first seed of everything comes before any second seed
-    first_second = next(i for i, spec in enumerate(plan) if spec.seed == settings.seeds[1])
-    assert {spec.seed for spec in plan[:first_second]} == {settings.seeds[0]}
+    assert cells == {(r, a) for r in ("off_policy", "stale_8") for a in main}
+    assert len(settings.seeds) >= 4
+    assert len(plan) == len(cells) * len(settings.seeds) == 48
+    # MHPO and GRPO in the stale regime first, paired at every seed; then off-policy; then the other methods
+    head = [(spec.regime.name, spec.arm.name, spec.seed) for spec in plan[:16]]
+    assert head == [(regime, arm, seed) for regime in ("stale_8", "off_policy") for seed in settings.seeds
+                    for arm in ("mhpo", "grpo")]
+    rest = plan[16:]
+    assert {spec.arm.name for spec in rest} == main - {"mhpo", "grpo"}
+    # within a regime the seeds come in order, every method of a seed before the next seed
+    for earlier, later in itertools.pairwise(rest):
+        if earlier.regime == later.regime:
+            assert settings.seeds.index(earlier.seed) <= settings.seeds.index(later.seed)
+
+
+def test_on_policy_and_the_ablation_run_when_named(study):
+    settings = study.StudySettings()
+    ablation = {"mhpo-lfm_only", "mhpo-dhp_symmetric", "mhpo-c0.5", "mhpo-c3.0", "mhpo-relu"}
+    plan = study.build_plan(settings, arms=list(study.ARMS), regimes=["on_policy", "off_policy"])
+    cells = {(spec.regime.name, spec.arm.name) for spec in plan}
+    assert {("off_policy", arm) for arm in ablation} <= cells
+    assert not any(regime == "on_policy" and arm in ablation for regime, arm in cells)
 
 
 def test_runs_share_everything_but_method_regime_and_seed(study):
     settings = study.StudySettings()
     method_fields = {"loss_mode", "adv_estimator", "loss_agg_mode", "overrides"}
-    regime_fields = {"ppo_mini_batch_size", "ppo_epochs"}
+    regime_fields = {"ppo_mini_batch_size", "ppo_epochs", "rollout_staleness", "old_log_probs_from_sampler"}
     shared = None
-    for spec in study.build_plan(settings):
+    for spec in study.build_plan(settings, regimes=list(study.REGIMES)):
         config = dataclasses.asdict(spec.demo_config(settings))
         assert config["seed"] == spec.seed
         assert config["ppo_epochs"] == spec.regime.ppo_epochs
@@ -173,7 +189,7 @@ def test_runs_share_everything_but_method_regime_and_seed(study):
     assert (on.ppo_mini_batch_size, on.ppo_epochs) == (settings.prompts_per_step, 1)
 
 
-@pytest.mark.parametrize("name", ["mhpo", "grpo", "dapo", "gspo", "sapo", "cispo"])
+@pytest.mark.parametrize("name", ["mhpo", "grpo", "clip-higher", "gspo", "sapo", "cispo"])
 def test_methods_come_from_the_recipes_without_the_kl_term(study, name):
     loss_mode, estimator, agg_mode, overrides = study.algorithm_settings(name)
     recipe = dict(o.split("=", 1) for o in ALGORITHMS[name].overrides)
@@ -204,7 +220,7 @@ def test_every_arm_composes_into_a_valid_verl_config(study):
 
     settings = study.StudySettings()
     for regime in study.REGIMES:
-        for spec in study.build_plan(settings, regimes=[regime]):
+        for spec in study.build_plan(settings, arms=list(study.ARMS), regimes=[regime]):
             if spec.seed != settings.seeds[0]:
                 continue
             config = compose_verl_config(spec.demo_config(settings), "/not/loaded")
@@ -253,7 +269,7 @@ class ConcurrentExecutor(FakeExecutor):
 
 
 def test_jobs_run_that_many_runs_at_once_and_finish_every_run(study, settings, tmp_path):
-    plan = study.build_plan(settings, arms=["mhpo", "grpo", "dapo"], regimes=["on_policy"])
+    plan = study.build_plan(settings, arms=["mhpo", "grpo", "clip-higher"], regimes=["on_policy"])
     store = study.RunStore(tmp_path)
     executor = ConcurrentExecutor(together=2)
     assert study.run_study(plan, store, settings, executor, log=quiet, jobs=2) == []
@@ -263,7 +279,7 @@ def test_jobs_run_that_many_runs_at_once_and_finish_every_run(study, settings, t
 
 
 def test_an_interrupted_parallel_study_propagates_and_resumes_cleanly(study, settings, tmp_path, monkeypatch):
-    plan = study.build_plan(settings, arms=["mhpo", "grpo", "dapo"], regimes=["on_policy"])
+    plan = study.build_plan(settings, arms=["mhpo", "grpo", "clip-higher"], regimes=["on_policy"])
     store = study.RunStore(tmp_path)
     victim = plan[0].run_id
     # The run beside the victim finishes only once the study has seen the interruption (it then ends the runs under
@@ -308,12 +324,25 @@ def test_stop_children_ends_every_run_under_way(study):
             child.wait()
 
 
-def test_parallel_jobs_split_the_cores_between_runs(study, monkeypatch):
-    assert study.child_executor(1) is study.execute_in_child
-    seen = {}
-    monkeypatch.setattr(study, "execute_in_child", lambda spec, folder, log, threads=None: seen.update(threads=threads))
-    monkeypatch.setattr(study.os, "sched_getaffinity", lambda _pid: set(range(8)))
-    study.child_executor(4)(None, None, None)
-    assert seen == {"threads": 2}
-    study.child_executor(16)(None, None, None)
-    assert seen == {"threads": 1}
+def test_every_run_gets_the_settings_threads_whatever_the_jobs(study, monkeypatch, tmp_path):
+    seen = []
+
+    class FakeWorker:
+        def __init__(self, threads, log_dir):
+            seen.append(threads)
+            self.alive = True
+
+        def run(self, folder, log_path):
+            raise study.StudyError("not trained here")
+
+        def close(self):
+            self.alive = False
+
+    monkeypatch.setattr(study, "RunWorker", FakeWorker)
+    for jobs in ("1", "2"):
+        study.main(["--out", str(tmp_path / jobs), "--jobs", jobs, "--arms", "grpo", "--regimes", "off_policy",
+                    "--seeds", "0", "1"])
+    assert seen and set(seen) == {study.StudySettings().threads} == {1}
+    # the thread count is part of a run's record: runs made with another one are not mixed in
+    spec = study.build_plan(study.StudySettings(), arms=["grpo"])[0]
+    assert spec.record(study.StudySettings())["threads"] == 1

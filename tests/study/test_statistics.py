@@ -206,3 +206,120 @@ def test_report_only_names_the_planned_runs_that_are_missing(study, tmp_path, ca
 def test_report_without_any_finished_run_is_a_clear_error(study, tmp_path, capsys):
     assert study.main(["--out", str(tmp_path), "--report-only"]) == 1
     assert f"no finished runs in {tmp_path / 'runs'}" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Intervals over seeds: bootstrap of the mean, paired differences and ratios against the baseline
+
+
+def test_the_bootstrap_of_two_values_is_the_exact_distribution_of_the_four_resamples(study):
+    # resample means of (0, 1): 0, 0.5, 0.5, 1; numpy's linear quantiles of those at 2.5% and 97.5%
+    mean, low, high = study.bootstrap_mean_interval([0.0, 1.0])
+    assert mean == 0.5
+    assert low == pytest.approx(0.0375) and high == pytest.approx(0.9625)
+
+
+def test_the_bootstrap_of_agreeing_values_is_a_point_and_nan_is_left_out(study):
+    assert study.bootstrap_mean_interval([0.3, 0.3, float("nan"), 0.3, 0.3]) == pytest.approx((0.3, 0.3, 0.3))
+    mean, low, high = study.bootstrap_mean_interval([0.7])
+    assert mean == 0.7 and math.isnan(low) and math.isnan(high)
+    assert all(math.isnan(x) for x in study.bootstrap_mean_interval([]))
+
+
+def test_the_bootstrap_interval_of_four_seeds_matches_brute_force(study):
+    import itertools
+
+    values = [0.1, 0.4, 0.2, 0.9]
+    means = sorted(sum(values[i] for i in pick) / 4 for pick in itertools.product(range(4), repeat=4))
+    assert len(means) == 256
+    mean, low, high = study.bootstrap_mean_interval(values)
+    # numpy's default quantile: linear between order statistics at position q * (N - 1)
+    position = 0.025 * 255
+    expected_low = means[int(position)] + (position % 1) * (means[int(position) + 1] - means[int(position)])
+    assert mean == pytest.approx(0.4) and low == pytest.approx(expected_low)
+    assert min(values) < low < mean < high < max(values)
+
+
+def test_many_seeds_use_a_seeded_monte_carlo_bootstrap_that_is_reproducible(study):
+    values = [float(v) for v in range(8)]  # 8**8 resamples: too many to enumerate
+    first = study.bootstrap_mean_interval(values)
+    assert first == study.bootstrap_mean_interval(values)
+    # the normal approximation of the mean's spread: sd / sqrt(n) = 2.29 / 2.83 = 0.81 -> +-1.6 at 95%
+    assert first[0] == 3.5
+    assert first[1] == pytest.approx(3.5 - 1.96 * 0.8101, abs=0.25)
+    assert first[2] == pytest.approx(3.5 + 1.96 * 0.8101, abs=0.25)
+
+
+def test_a_paired_difference_sees_a_constant_gain_that_seed_noise_hides_unpaired(study):
+    baseline = {0: 0.2, 1: 0.8, 2: 0.4, 3: 0.6}
+    method = {seed: value + 0.05 for seed, value in baseline.items()}
+    method[9] = 1.0  # a seed the baseline lacks is left out
+    paired = study.paired_difference(method, baseline)
+    assert paired["seeds"] == [0, 1, 2, 3]
+    assert (paired["mean"], paired["low"], paired["high"]) == pytest.approx((0.05, 0.05, 0.05))
+    assert paired["verdict"] == "higher"
+    # unpaired, the two cells' intervals overlap widely: only the pairing tells
+    _, _, baseline_high = study.bootstrap_mean_interval(baseline.values())
+    _, method_low, _ = study.bootstrap_mean_interval(v for s, v in method.items() if s in baseline)
+    assert method_low < baseline_high
+    worse = study.paired_difference({s: v - 0.1 for s, v in baseline.items()}, baseline)
+    assert worse["verdict"] == "lower"
+
+
+def test_a_paired_difference_whose_interval_holds_zero_is_no_difference(study):
+    baseline = {0: 0.5, 1: 0.5, 2: 0.5, 3: 0.5}
+    method = {0: 0.6, 1: 0.4, 2: 0.55, 3: 0.45}
+    paired = study.paired_difference(method, baseline)
+    assert paired["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert paired["low"] < 0 < paired["high"]
+    assert paired["verdict"] == "no difference"
+
+
+def test_time_ratios_are_paired_by_seed(study):
+    baseline = {0: 1.0, 1: 4.0, 2: 2.0, 3: 3.0}
+    ratio = study.paired_ratio({seed: 1.5 * t for seed, t in baseline.items()}, baseline)
+    assert (ratio["mean"], ratio["low"], ratio["high"]) == pytest.approx((1.5, 1.5, 1.5))
+
+
+def timed_steps(reward, update_s, cpu_s, updates=2, count=4):
+    steps = make_steps([reward] * count, [[1.0] * updates] * count)
+    for row in steps:
+        row["timing_s/update_actor"], row["cpu_s/update_actor"] = update_s, cpu_s
+    return steps
+
+
+def test_comparisons_pair_each_method_with_grpo_on_the_same_seeds(study):
+    results = []
+    for seed in range(4):
+        results.append(make_result(study, "grpo", "off_policy", seed, timed_steps(0.4 + 0.1 * seed, 2.0, 1.0)))
+        results.append(make_result(study, "mhpo", "off_policy", seed, timed_steps(0.45 + 0.1 * seed, 3.0, 1.2)))
+    stats = study.study_statistics(results)
+    rows = {row["arm"]: row for row in stats["comparisons"]}
+    assert list(rows) == ["mhpo", "grpo"]
+    mhpo = rows["mhpo"]
+    assert mhpo["seeds"] == [0, 1, 2, 3]
+    assert mhpo["delta_reward_final"]["mean"] == pytest.approx(0.05)
+    assert mhpo["delta_reward_final"]["verdict"] == "higher"
+    assert mhpo["update_wall_s_ratio"]["mean"] == pytest.approx(1.5)  # 3.0 / 2 updates against 2.0 / 2 updates
+    assert mhpo["update_cpu_s_ratio"]["mean"] == pytest.approx(1.2)
+    assert rows["grpo"]["delta_reward_final"]["mean"] == 0
+    table = study.markdown_tables(stats)
+    line = next(line for line in table.splitlines() if line.startswith("| off_policy | mhpo | 4 | 0.600 ["))
+    assert "+0.050 [+0.050, +0.050] **better**" in line
+    assert "| 1.50 [1.50, 1.50] | 1.20 [1.20, 1.20] |" in line
+    baseline_line = next(line for line in table.splitlines() if line.startswith("| off_policy | grpo | 4 | 0.550 ["))
+    assert "(baseline)" in baseline_line
+
+
+def test_report_only_is_byte_identical_when_run_twice(study, tmp_path):
+    store = study.RunStore(tmp_path)
+    for seed in range(2):
+        for arm, reward in (("grpo", 0.4), ("mhpo", 0.5)):
+            write_fake_run(store, make_result(study, arm, "stale_8", seed, timed_steps(reward + seed / 10, 2.0, 1.0)))
+    argv = ["--out", str(tmp_path), "--report-only", "--arms", "mhpo", "grpo", "--regimes", "stale_8", "--seeds",
+            "0", "1"]
+    names = ("summary.json", "summary.csv", "table.md", "curves.png")
+    assert study.main(argv) == 0
+    first = {name: (tmp_path / name).read_bytes() for name in names}
+    assert study.main(argv) == 0
+    assert {name: (tmp_path / name).read_bytes() for name in names} == first

@@ -13,7 +13,6 @@ from mhpo_verl.objective import (
     decoupled_hazard_penalty,
     gradient_multiplier,
     log_fidelity_modulator,
-    max_gradient_multiplier,
     mhpo_loss_matrix,
 )
 from mhpo_verl.params import MHPOParams
@@ -107,8 +106,9 @@ def test_gradient_multiplier_is_one_on_policy_and_bounded_for_extreme_ratios():
     assert torch.isfinite(multiplier).all()
     assert (multiplier >= 0).all()
     assert multiplier.max().item() <= math.exp(c)  # the paper's bound
-    # ... and the exact maximum, attained where tanh(u / c) = (sqrt(1 + c^2) - 1) / c.
-    exact_max = max_gradient_multiplier(c)
+    # ... and the exact maximum (the README's 1.59): dM/du = 0 where tanh(u / c) = (sqrt(1 + c^2) - 1) / c.
+    t = (math.sqrt(1.0 + c * c) - 1.0) / c
+    exact_max = math.exp(c * t) * (1.0 - t * t)
     assert exact_max * (1 - 1e-6) <= multiplier.max().item() <= exact_max * (1 + 1e-12)
     assert exact_max == pytest.approx(1.59, abs=0.01)
     assert multiplier[0].item() < 1e-10 and multiplier[-1].item() < 1e-10  # vanishes at both ends

@@ -325,7 +325,8 @@ def run_checks(args: argparse.Namespace) -> Report:
     report = Report()
     check_entry_point(report)
     check_fresh_interpreter(report)
-    engine = args.engine or ("megatron" if "model_engine=megatron" in args.overrides else "fsdp")
+    megatron = "model_engine=megatron" in args.overrides or "megatron" in args.config_name
+    engine = args.engine or ("megatron" if megatron else "fsdp")
     check_dependencies(report, engine, args.rollout)
     if not args.no_ray:
         check_ray_workers(report, args.ray_address, engine, args.rollout)
@@ -357,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-name", default="mhpo_trainer", help="config in mhpo_verl.configs to compose")
     parser.add_argument("--engine", choices=sorted(ENGINE_DEPENDENCIES),
                         help="training engine whose imports to check (default: megatron with model_engine=megatron "
-                        "among the overrides, else fsdp)")
+                        "among the overrides or a megatron config, else fsdp)")
     parser.add_argument("--rollout", choices=sorted(ROLLOUT_DEPENDENCIES), default="vllm",
                         help="rollout backend whose imports to check (default: vllm, the recipes')")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -187,13 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="folder of `python -m mhpo_verl data` output (default: ~/data/mhpo)")
     parser.add_argument(
         "--train-data",
-        default=",".join(DEFAULT_TRAIN_SETS),
-        help=f"comma-separated dataset names or parquet files (default: {','.join(DEFAULT_TRAIN_SETS)})",
+        help="comma-separated dataset names or parquet files (default: the model's; "
+        f"{','.join(DEFAULT_TRAIN_SETS)} for the text models)",
     )
     parser.add_argument(
         "--val-data",
-        default=",".join(DEFAULT_VAL_SETS),
-        help=f"comma-separated dataset names or parquet files (default: {','.join(DEFAULT_VAL_SETS)})",
+        help="comma-separated dataset names or parquet files (default: the model's; "
+        f"{','.join(DEFAULT_VAL_SETS)} for the text models)",
     )
     parser.add_argument("--project-name", default="mhpo", help="trainer.project_name (default: mhpo)")
     parser.add_argument("--experiment-name", help="trainer.experiment_name (default: <model>-<engine>-<algorithm>)")
@@ -216,8 +216,6 @@ def _launch_from_args(args: argparse.Namespace) -> Launch:
     options = {
         "project_name": args.project_name,
         "experiment_name": args.experiment_name or "",
-        "train_sets": _names(args.train_data, "--train-data"),
-        "val_sets": _names(args.val_data, "--val-data"),
         "pass_plugin_env": args.submit is None,
         "output_dir": args.output_dir,
         "loggers": _names(args.logger, "--logger"),
@@ -226,6 +224,10 @@ def _launch_from_args(args: argparse.Namespace) -> Launch:
         raise RecipeError(f"--gpu-memory-gb must be positive, got {args.gpu_memory_gb:g}")
     if args.data_dir:
         options["data_dir"] = args.data_dir
+    if args.train_data is not None:
+        options["train_sets"] = _names(args.train_data, "--train-data")
+    if args.val_data is not None:
+        options["val_sets"] = _names(args.val_data, "--val-data")
     recipe = build_recipe(
         args.model,
         args.engine,

@@ -57,7 +57,7 @@ def parameter_counts(arch: Architecture) -> ParameterCounts:
         mlp, experts = h * arch.num_experts, arch.num_experts * 3 * h * arch.moe_intermediate_size  # router; experts
     else:
         mlp, experts = 3 * h * arch.intermediate_size, 0
-    embeddings = arch.vocab_size * h * (1 if arch.tie_word_embeddings else 2)
+    embeddings = arch.vocab_size * h * (1 if arch.tie_word_embeddings else 2) + arch.vision_parameters
     return ParameterCounts(dense_per_layer=attention + norms + mlp, experts_per_layer=experts, embeddings=embeddings)
 
 

@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from mhpo_verl import ESTIMATOR_NAME, LOSS_NAME
-from mhpo_verl.data.catalog import DATASETS, DEFAULT_DATA_DIR, dataset_path
+from mhpo_verl.data.catalog import DEFAULT_DATA_DIR, dataset_path
+from mhpo_verl.data.vision import ALL_DATASETS as DATASETS
 
 ENGINES = ("fsdp", "megatron")
 MODES = ("sync", "one-step-off", "fully-async")
@@ -93,6 +94,8 @@ class Architecture:
     attention_bias: bool = False
     moe_intermediate_size: int = 0
     experts_per_token: int = 0
+    vision_parameters: int = 0
+    """A vision-language model's vision tower (and projector), counted with the embeddings: not in the layers."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,11 @@ class ModelRecipe:
     fsdp: FsdpLayout
     megatron: MegatronLayout
     max_prompt_length: int = 1024
+    train_sets: tuple[str, ...] | None = None
+    """The datasets this model trains and validates on by default (None: the shared math sets)."""
+    val_sets: tuple[str, ...] | None = None
+    extra_overrides: tuple[str, ...] = ()
+    """What the model needs beyond the shared recipe: a vision-language model's image column."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +253,9 @@ RENAMED_ALGORITHMS = {
 }
 """Former names, refused with the reason instead of silently meaning something else."""
 
+VISION_TRAIN_SETS = ("geometry3k",)
+VISION_VAL_SETS = ("geometry3k", "mathvista", "mathverse", "mathvision")
+
 MODELS: dict[str, ModelRecipe] = {
     model.name: model
     for model in (
@@ -264,6 +275,31 @@ MODELS: dict[str, ModelRecipe] = {
             fsdp=FsdpLayout(rollout_tp=2, token_budget=24576),
             # Actor state stays on the GPU (~28 GB) beside vLLM: vLLM gets 0.4 of the GPU instead of 0.6.
             megatron=MegatronLayout(nnodes=2, tp=2, pp=1, rollout_tp=2, token_budget=24576, rollout_gpu_memory=0.4),
+        ),
+        ModelRecipe(
+            # The paper's VL setting, as verl's Geometry3K example trains it (geometry3k train, `images` column,
+            # the processor picked up from the checkpoint by verl in the rollout and the actor). The language model
+            # is Qwen2.5-7B's; the vision tower adds 32 blocks of 19.70M parameters (hidden 1280, MLP 3420), the
+            # patch embedding (1.51M) and the merger into the LM (44.57M): 676.5M, 8.29B in all as published.
+            name="qwen2.5-vl-7b-instruct",
+            hf_path="Qwen/Qwen2.5-VL-7B-Instruct",
+            architecture=Architecture(
+                num_layers=28,
+                num_attention_heads=28,
+                num_kv_heads=4,
+                hidden_size=3584,
+                intermediate_size=18944,
+                vocab_size=152064,
+                attention_bias=True,
+                vision_parameters=32 * 19_702_200 + 1_505_280 + 44_574_464,
+            ),
+            max_response_length=2048,
+            max_prompt_length=2048,  # a diagram is up to ~1,000 vision tokens at the processor's default bounds
+            fsdp=FsdpLayout(rollout_tp=2, token_budget=24576),
+            megatron=MegatronLayout(nnodes=2, tp=2, pp=1, rollout_tp=2, token_budget=24576, rollout_gpu_memory=0.4),
+            train_sets=VISION_TRAIN_SETS,
+            val_sets=VISION_VAL_SETS,
+            extra_overrides=("data.image_key=images",),
         ),
         ModelRecipe(
             name="qwen3-4b-base",
@@ -462,7 +498,7 @@ class Recipe:
         budget = layout.token_budget
         groups = [("config", list(ASYNC_CONFIG_OVERRIDES))] if self.mode != "sync" else []
         groups += [
-            ("data", self._data_overrides()),
+            ("data", [*self._data_overrides(), *self.model.extra_overrides]),
             (
                 "model",
                 [
@@ -682,6 +718,8 @@ def build_recipe(
         mode=mode,
         rollout_nnodes=(rollout_nnodes or 1) if asynchronous else 0,
         rollout_gpus_per_node=(rollout_gpus_per_node or gpus_per_node) if asynchronous else 0,
+        train_sets=chosen_model.train_sets or DEFAULT_TRAIN_SETS,
+        val_sets=chosen_model.val_sets or DEFAULT_VAL_SETS,
     )
     return replace(recipe, **options) if options else recipe
 

@@ -182,11 +182,13 @@ def write_inputs(root: Path) -> dict[str, tuple[Path, str]]:
 
 
 def write_converted_vl_dir(root: Path) -> Path:
-    """A data folder as ``python -m mhpo_verl data convert`` makes it for the four VL datasets."""
+    """A data folder as ``python -m mhpo_verl data convert`` makes it for the four VL datasets (Geometry3K's test
+    split converted from the same fixture as its train split)."""
     from mhpo_verl.data.__main__ import main
 
     out_dir = root / "converted"
-    for name, (path, split) in write_inputs(root / "inputs").items():
+    inputs = write_inputs(root / "inputs")
+    for name, (path, split) in [*inputs.items(), ("geometry3k", (inputs["geometry3k"][0], "test"))]:
         status = main(
             ["convert", name, "--input", str(path), "--split", split, "--out-dir", str(out_dir), "--no-progress"]
         )

@@ -179,10 +179,8 @@ _BARE_ARGUMENT = re.compile(r"[^\s$]+")
 
 
 # The markers of answer statements; the answer is the rest of the line after the last marker that has one.
-# "Answer: X" at the start of a line, or "Final Answer: X" anywhere (single-line responses put it mid-line).
-_ANSWER_LINE = re.compile(
-    r"(?im)(?:^[ \t>*#_]*(?:final[ \t]+)?|\bfinal[ \t]+)answer[ \t]*[*_]*[ \t]*[:：][ \t]*[*_]*[ \t]*"
-)
+# "Answer: X" at the start of a line ("Final Answer: X" anywhere is the ``final_answer`` format).
+_ANSWER_LINE = re.compile(r"(?im)^[ \t>*#_]*(?:final[ \t]+)?answer[ \t]*[*_]*[ \t]*[:：][ \t]*[*_]*[ \t]*")
 _ANSWER_IS = re.compile(r"(?i)\b(?:final[ \t]+)?answer[ \t]+(?:is|should[ \t]+be|would[ \t]+be)[ \t]*[:：]?[ \t]*")
 _HASH = re.compile(r"####[ \t]*")
 _FINAL_ANSWER = re.compile(r"(?i)\bfinal[ \t]+answer(?:[ \t]*[*_]*[ \t]*[:：]|[ \t]+is)[ \t]*[:：]?[ \t]*[*_]*[ \t]*")
@@ -200,7 +198,9 @@ _BROKEN_INLINE_MATH = re.compile(
     r"(?<!\\)\$(?!\$)[^$]{0,1000}\n[^$]{0,1000}(?<!\\)\$|\\\((?:(?!\\\))[^\n]){0,1000}\n.{0,1000}?\\\)", re.DOTALL
 )
 # A number, not a digit inside a word ("AZYUK2A", "H2O" hold no answer).
-_NUMBER = re.compile(r"(?<![A-Za-z_\d.])(?:-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+)(?![A-Za-z]*\d)")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+# A number inside a word ("AZYUK2A", "H2O") is no answer: letters (or a digit run) on both sides.
+_INSIDE_A_WORD = re.compile(r"[A-Za-z_]\d+[A-Za-z]")
 _PREAMBLE = re.compile(r"(?i)^(?:the[ \t]+)?(?:final[ \t]+)?answer[ \t]+is[ \t]*[:：]?[ \t]*")
 _SENTENCE_TAIL = re.compile(r"(?i)(?:\.|,|;)?\s*(?:I hope it is correct|hope this helps)[^\n]*$")
 
@@ -283,6 +283,9 @@ def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     return last
 
 
+_MAX_LINE_CHARS = 2_000  # twice the default answer cap: a longer answer is refused anyway
+
+
 def _line_format(marker: re.Pattern[str]) -> Callable[[str], Located | None]:
     """The rest of the line after the last ``marker`` that is followed by something (linear: markers are found
     first, and only their own lines are read)."""
@@ -290,7 +293,9 @@ def _line_format(marker: re.Pattern[str]) -> Callable[[str], Located | None]:
     def extract(text: str) -> Located | None:
         for match in reversed(list(marker.finditer(text))):
             line_end = text.find("\n", match.end())
-            content = text[match.end() : len(text) if line_end < 0 else line_end].strip()
+            # The answer is at most a sentence: what lies beyond _MAX_LINE_CHARS of a line is never read.
+            end = min(len(text) if line_end < 0 else line_end, match.end() + _MAX_LINE_CHARS)
+            content = text[match.end() : end].strip()
             if content:
                 return _clean_line(content), match.start()
         return None
@@ -304,6 +309,8 @@ _final_answer_statement = _line_format(_FINAL_ANSWER)
 def _final_answer(text: str) -> Located | None:
     """A final-answer statement, unless it is prose that states no value ("Final Answer: see above"): then the
     box it would outrank stays the answer."""
+    if "final" not in text and "Final" not in text and "FINAL" not in text:
+        return None
     located = _final_answer_statement(text)
     if located is None:
         return None
@@ -349,8 +356,11 @@ def _inline_math(text: str) -> Located | None:
 
 
 def _last_number(text: str) -> Located | None:
-    masked = _BROKEN_INLINE_MATH.sub(lambda m: " " * len(m.group(0)), text)
-    match = _last(_NUMBER, masked)
+    if "\n" in text and ("$" in text or "\\(" in text):
+        text = _BROKEN_INLINE_MATH.sub(lambda m: " " * len(m.group(0)), text)
+    if _INSIDE_A_WORD.search(text):
+        text = _INSIDE_A_WORD.sub(lambda m: m.group(0)[0] + "x" * (len(m.group(0)) - 2) + m.group(0)[-1], text)
+    match = _last(_NUMBER, text)
     return (match.group(0).rstrip(","), match.start()) if match else None
 
 

@@ -53,13 +53,19 @@ def suite_report(path, hard_limit_s: float) -> tuple[dict, list[tuple[str, bool]
             reading = _our_reading(case)
             disagreements.append({"id": case.id, "side": _side(result.verdict), "note": case.note, "ours": reading})
             print(f"  {_side(result.verdict)} {case.id}  [{case.note}]  {reading}")
+    peer = [
+        f"{_side(r.verdict)} {case.id}"
+        for case, r in zip(cases, results[MATH_VERIFY_AS_TESTED])
+        if r.verdict != case.label
+    ]
+    print(f"{MATH_VERIFY_AS_TESTED} disagreements: {', '.join(peer) or 'none'}")
     ours = summaries[0]
     most = SUITE_MAX_DISAGREEMENTS
     checks = [
         (f"suite: at most {most} disagreements ({ours.disagreements})", ours.disagreements <= most),
         (f"suite: no false positives ({ours.false_positives})", ours.false_positives == 0),
     ]
-    payload = {"summaries": [asdict(s) for s in summaries], "disagreements": disagreements}
+    payload = {"summaries": [asdict(s) for s in summaries], "disagreements": disagreements, "peer": peer}
     return payload, checks
 
 

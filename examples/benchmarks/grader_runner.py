@@ -85,13 +85,15 @@ GRADERS: dict[str, Callable[[str, str, list[str], dict], bool]] = {
 
 
 def timed_grade(grader: str, source: str, response: str, golds: list[str], options: dict) -> tuple:
-    """Worker task: (verdict, seconds, error) for one case; exceptions are a wrong verdict, as in training."""
-    started = time.perf_counter()
+    """Worker task: (verdict, wall seconds, error, CPU seconds) for one case; exceptions are a wrong verdict, as in
+    training. CPU seconds are this thread's (other processes' load does not inflate them; work a grader hands to
+    another process, such as reward_fns' sympy worker, is not in them)."""
+    started, started_cpu = time.perf_counter(), time.thread_time()
     try:
         verdict, error = GRADERS[grader](source, response, golds, options), ""
     except Exception as exc:  # a peer's exception is its verdict "not correct"; recorded, not hidden
         verdict, error = False, f"{type(exc).__name__}: {exc}"[:200]
-    return verdict, time.perf_counter() - started, error
+    return verdict, time.perf_counter() - started, error, time.thread_time() - started_cpu
 
 
 # -- driver -------------------------------------------------------------------------------------------------------
@@ -103,6 +105,7 @@ class CaseResult:
     seconds: float
     error: str = ""
     killed: bool = False
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -115,6 +118,7 @@ class Summary:
     answers_per_s: float
     p50_ms: float
     p99_ms: float
+    p99_cpu_ms: float
     max_ms: float
     slowest_case: str
     killed: int
@@ -153,11 +157,12 @@ class GraderProcess:
 
         args = (self.grader, *grader_inputs(self.grader, case))
         try:
-            verdict, seconds, error = self.worker.call(self.TASK, args, self.hard_limit_s)
-            return CaseResult(case.id, case.label, bool(verdict), seconds, error)
+            verdict, seconds, error, cpu_seconds = self.worker.call(self.TASK, args, self.hard_limit_s)
+            return CaseResult(case.id, case.label, bool(verdict), seconds, error, cpu_seconds=cpu_seconds)
         except (WorkerTimeout, WorkerFailed) as exc:
             self.worker.call("grader_runner:warm_up", (self.grader,), timeout_s=300)
-            return CaseResult(case.id, case.label, False, self.hard_limit_s, type(exc).__name__, True)
+            limit = self.hard_limit_s
+            return CaseResult(case.id, case.label, False, limit, type(exc).__name__, True, cpu_seconds=limit)
 
     def close(self) -> None:
         self.worker.close()
@@ -187,6 +192,10 @@ def run_graders(graders: Sequence[str], cases: Sequence, hard_limit_s: float) ->
     return results
 
 
+def _p99(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
 def summarize(grader: str, results: list[CaseResult]) -> Summary:
     latencies = sorted(result.seconds for result in results)
     slowest = max(results, key=lambda result: result.seconds)
@@ -198,7 +207,8 @@ def summarize(grader: str, results: list[CaseResult]) -> Summary:
         false_negatives=sum(result.label and not result.verdict for result in results),
         answers_per_s=len(results) / max(sum(latencies), 1e-12),
         p50_ms=1000 * statistics.median(latencies),
-        p99_ms=1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        p99_ms=1000 * _p99(latencies),
+        p99_cpu_ms=1000 * _p99(sorted(result.cpu_seconds for result in results)),
         max_ms=1000 * slowest.seconds,
         slowest_case=slowest.case_id,
         killed=sum(result.killed for result in results),
@@ -209,13 +219,14 @@ def summarize(grader: str, results: list[CaseResult]) -> Summary:
 def print_table(summaries: list[Summary]) -> None:
     header = (
         f"{'grader':<18}{'cases':>6}{'disagree':>9}{'FP':>4}{'FN':>4}{'answers/s':>11}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{'max ms':>9}  {'killed':>6}{'errors':>7}  slowest case"
+        f"{'p99 ms':>9}{'p99 cpu':>9}{'max ms':>9}  {'killed':>6}{'errors':>7}  slowest case"
     )
     print(header)
     print("-" * len(header))
     for s in summaries:
         print(
             f"{s.grader:<18}{s.cases:>6}{s.disagreements:>9}{s.false_positives:>4}{s.false_negatives:>4}"
-            f"{s.answers_per_s:>11.1f}{s.p50_ms:>9.2f}{s.p99_ms:>9.1f}{s.max_ms:>9.1f}  {s.killed:>6}{s.errors:>7}"
+            f"{s.answers_per_s:>11.1f}{s.p50_ms:>9.2f}{s.p99_ms:>9.1f}{s.p99_cpu_ms:>9.2f}{s.max_ms:>9.1f}"
+            f"  {s.killed:>6}{s.errors:>7}"
             f"  {s.slowest_case}"
         )

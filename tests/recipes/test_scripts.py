@@ -133,8 +133,9 @@ def test_slurm_dry_run_starts_ray_on_every_node_then_runs_the_recipe(data_dir):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ray_lines = [line for line in result.stdout.splitlines() if line.startswith("[dry-run] srun")]
     assert len(ray_lines) == 4
-    assert "-w node1 ray start --head" in ray_lines[0]
-    assert all(re.search(rf"-w node{i} ray start --address=HEAD_IP:6379", ray_lines[i - 1]) for i in (2, 3, 4))
+    assert f"-w node1 {RAY_BESIDE_PYTHON} start --head" in ray_lines[0]
+    assert all(re.search(rf"-w node{i} \S+/ray start --address=HEAD_IP:6379", ray_lines[i - 1]) for i in (2, 3, 4))
+    assert f"[dry-run] {RAY_BESIDE_PYTHON} health-check --address=HEAD_IP:6379" in result.stdout
     assert "[dry-run] export RAY_ADDRESS=HEAD_IP:6379" in result.stdout
     assert "# recipe: qwen3-30b-a3b-base | megatron | mhpo | 4 node(s) x 8 GPUs" in result.stdout
     assert "# dry run: ok, 0 warning(s)" in result.stdout

@@ -14,7 +14,8 @@ A rough, stated method (not a measurement; nothing here has run on a GPU), meant
   layer the routed copies and the experts' intermediates (2h + k(h + 4f_moe)); Megatron TP with sequence parallel
   splits them over TP. With recompute (FSDP gradient checkpointing, Megatron full/uniform/1) only each layer's
   input (h) stays, plus one layer's full set during its backward. A pipeline's first stage holds PP micro-batches
-  (1F1B). The logits add tokens x vocab / TP x 10 bytes (bf16 logits, fp32 log-softmax and its gradient).
+  (1F1B). FSDP adds the bf16 unsharded layer in use and the one prefetched. The logits add tokens x vocab / TP
+  x 10 bytes (bf16 logits, fp32 log-softmax and its gradient).
 * **vLLM**: ``gpu_memory_utilization`` x the GPU while it generates (verl puts it to sleep for the update, so it is
   counted in the rollout phase only); beside it stays whatever of the actor (and reference) is not offloaded.
 * a fixed 4 GB for the CUDA context, NCCL buffers and allocator slack.

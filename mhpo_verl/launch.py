@@ -275,7 +275,7 @@ def describe_recipes() -> str:
     lines.append(f"engines: {', '.join(ENGINES)}")
     lines.append(f"modes: {', '.join(MODES)} (asynchronous modes add --rollout-nnodes rollout node(s), default 1)")
     lines.append("algorithms:")
-    lines += [f"  {algorithm.name:<6} {algorithm.description}" for algorithm in ALGORITHMS.values()]
+    lines += [f"  {algorithm.name:<11} {algorithm.description}" for algorithm in ALGORITHMS.values()]
     return "\n".join(lines)
 
 

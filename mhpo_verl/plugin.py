@@ -291,10 +291,11 @@ def _wrap_when_imported(module_name: str, name: str, make_wrapper: Callable[[Cal
     if module is not None:
         _wrap_everywhere(module, name, make_wrapper)
         return
-    for finder in sys.meta_path:
-        if isinstance(finder, _AfterImport) and finder.module_name == module_name:
-            sys.meta_path.remove(finder)  # an earlier copy of this module's hook: this copy replaces it
-            break
+    for finder in list(sys.meta_path):
+        # a hook left by an earlier copy of this module (its class is another object after a reload): replace it
+        ours = type(finder).__qualname__ == _AfterImport.__qualname__
+        if ours and getattr(finder, "module_name", None) == module_name:
+            sys.meta_path.remove(finder)
     sys.meta_path.insert(0, _AfterImport(module_name, lambda loaded: _wrap_everywhere(loaded, name, make_wrapper)))
 
 

@@ -101,10 +101,12 @@ def extract_answer(
 def _statement_start(text: str, position: int) -> int:
     """Where the line, sentence or display formula holding ``position`` starts (single-line responses hold many
     sentences)."""
-    return max(text.rfind(boundary, 0, position) for boundary in _STATEMENT_BOUNDARIES)
+    window = max(position - _MAX_STATEMENT_CHARS, 0)  # a longer statement counts as starting there
+    return max(window, *(text.rfind(boundary, window, position) for boundary in _STATEMENT_BOUNDARIES))
 
 
 _STATEMENT_BOUNDARIES = ("\n", ". ", "$$", "\\]")
+_MAX_STATEMENT_CHARS = 5_000
 
 
 def answer_of_ground_truth(ground_truth: str) -> str:
@@ -349,6 +351,8 @@ _NOT_AN_ANSWER = re.compile(r"(?i)answer|solution|step")
 
 def _inline_math(text: str) -> Located | None:
     paragraph, offset = _final_paragraph(text)
+    if "$" not in paragraph and "\\(" not in paragraph and "\\[" not in paragraph:
+        return None
     match = _last(_INLINE_MATH, paragraph)
     if match is None:
         return None
@@ -360,8 +364,11 @@ def _last_number(text: str) -> Located | None:
         text = _BROKEN_INLINE_MATH.sub(lambda m: " " * len(m.group(0)), text)
     if _INSIDE_A_WORD.search(text):
         text = _INSIDE_A_WORD.sub(lambda m: m.group(0)[0] + "x" * (len(m.group(0)) - 2) + m.group(0)[-1], text)
-    match = _last(_NUMBER, text)
+    match = _last(_NUMBER, text) if _DIGIT.search(text) else None  # the search skips digit-free text in C
     return (match.group(0).rstrip(","), match.start()) if match else None
+
+
+_DIGIT = re.compile(r"\d")
 
 
 _EXTRACTORS: dict[str, Callable[[str], Located | str | None]] = {

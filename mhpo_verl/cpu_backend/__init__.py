@@ -4,6 +4,8 @@
   and the FSDP2 engines filed under it; ``VERL_PLATFORM=cpu`` selects it.
 * :mod:`mhpo_verl.cpu_backend.hf_rollout` -- the ``hf`` rollout backend (transformers ``generate`` behind verl's
   rollout-replica interface), so that verl's full ``main_ppo`` runs on CPUs.
+* :mod:`mhpo_verl.cpu_backend.megatron` -- verl's Megatron engine on CPUs (megatron-core's local layer spec through
+  mbridge), for processes that train with ``actor.strategy=megatron`` only.
 
 Importing this package does nothing; each module changes verl only when imported or enabled as its docstring says.
 """
@@ -13,3 +15,6 @@ PLATFORM_MODULE = "mhpo_verl.cpu_backend.platform"
 
 HF_ROLLOUT_MODULE = "mhpo_verl.cpu_backend.hf_rollout"
 """What ``VERL_USE_EXTERNAL_MODULES`` names so that every verl process knows the ``hf`` rollout backend."""
+
+MEGATRON_MODULE = "mhpo_verl.cpu_backend.megatron"
+"""What ``VERL_USE_EXTERNAL_MODULES`` names (with ``MHPO_VERL_CPU_MEGATRON=1``) for verl's Megatron engine on CPUs."""

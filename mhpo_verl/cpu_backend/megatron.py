@@ -16,8 +16,8 @@ places that do not go through verl's platform. :func:`enable` adapts them, proce
 6. mbridge's megatron-to-HF weight names cover the local spec's norms (``input_layernorm`` / ``pre_mlp_layernorm``
    are fused into the TE linears' ``layer_norm_weight`` in the names mbridge knows);
 7. megatron's local attention gets the masks verl's two input layouts mean: packed sequences (``thd``, which the
-   local attention refuses) become one block-diagonal causal mask from ``cu_seqlens``; the padded layout's
-   ``[b, s]`` mask of valid tokens becomes a causal-and-valid ``[b, 1, s, s]`` mask.
+   local attention refuses) are attended one sequence at a time (bounds from ``cu_seqlens``), causally; the padded
+   layout's ``[b, s]`` mask of valid tokens becomes a causal-and-valid ``[b, 1, s, s]`` mask.
 
 Steps 3, 5, 6 and 7 replace private functions, so :func:`enable` checks the versions it was written against
 (:data:`SUPPORTED_VERSIONS`). It refuses where torch sees an accelerator (the CPU platform refuses there too).
@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import itertools
 import logging
 import os
 from typing import Any
@@ -47,10 +48,12 @@ from mhpo_verl.cpu_backend import platform
 __all__ = [
     "ENABLE_VARIABLE",
     "SUPPORTED_VERSIONS",
+    "causal_mask",
     "check_versions",
     "enable",
     "is_enabled",
     "megatron_actor_overrides",
+    "padded_causal_mask",
 ]
 
 SUPPORTED_VERSIONS = {"megatron-core": "0.16.1", "mbridge": "0.15.1"}
@@ -339,20 +342,15 @@ def _local_norm_names_in_mbridge() -> None:
 # 7. masks for megatron's local attention ---------------------------------------------------------------------------
 
 
-def packed_causal_mask(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
-    """``[1, 1, total, total]`` mask, True where attention is forbidden: causal within each packed sequence,
-    nothing across sequences; positions past ``cu_seqlens[-1]`` (padding) attend only to themselves."""
-    position = torch.arange(total, device=cu_seqlens.device)
-    bounds = cu_seqlens.to(position.device).long()
-    sequence = torch.bucketize(position, bounds[1:], right=True)  # which packed sequence each token belongs to
-    sequence = torch.where(position < bounds[-1], sequence, -1 - position)  # padding: a sequence of its own
-    allowed = (sequence[:, None] == sequence[None, :]) & (position[None, :] <= position[:, None])
-    return ~allowed[None, None]
+def causal_mask(length: int, device: Any = None) -> torch.Tensor:
+    """``[1, 1, length, length]`` mask, True where attention is forbidden (the future)."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).triu(1)[None, None]
 
 
 def padded_causal_mask(valid: torch.Tensor) -> torch.Tensor:
     """``[b, 1, s, s]`` mask, True where forbidden, from verl's ``[b, s]`` mask of valid tokens: causal, valid
-    keys only (a padding query attends to itself, so its softmax stays finite; its output is discarded)."""
+    keys only; a padding query also sees itself, so no row is empty and its softmax stays finite (its output is
+    never read)."""
     valid = valid.bool()
     length = valid.shape[-1]
     causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
@@ -377,11 +375,20 @@ def _local_attention_masks() -> None:
             cu_seqlens = packed_seq_params.cu_seqlens_q_padded
             if cu_seqlens is None:
                 cu_seqlens = packed_seq_params.cu_seqlens_q
-            # thd tensors are [t, heads, dim]; the local attention wants [s, b, heads, dim] with b = 1.
-            mask = packed_causal_mask(cu_seqlens, query.shape[0])
-            out = original(self, query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1), mask, attn_mask_type,
-                           attention_bias, None)  # fmt: skip
-            return out.squeeze(1)
+            # thd tensors are [t, heads, dim]; the local attention wants [s, b, heads, dim]. One call per packed
+            # sequence (b = 1, causal): O(sum of s_i^2) work, where one block-diagonal mask over all t tokens would
+            # cost O(t^2) memory and time in every layer.
+            bounds = cu_seqlens.tolist()
+            outputs = [
+                original(self, query[start:end].unsqueeze(1), key[start:end].unsqueeze(1),
+                         value[start:end].unsqueeze(1), causal_mask(end - start, query.device), attn_mask_type,
+                         attention_bias, None)
+                for start, end in itertools.pairwise(bounds) if end > start
+            ]  # fmt: skip
+            padding = query.shape[0] - bounds[-1]  # tokens past the last sequence: no output is read from them
+            if padding:
+                outputs.append(query.new_zeros(padding, 1, self.hidden_size_per_partition))
+            return torch.cat(outputs).squeeze(1)
         if attention_mask is not None and attention_mask.dim() == 2:
             attention_mask = padded_causal_mask(attention_mask)
         return original(self, query, key, value, attention_mask, attn_mask_type, attention_bias, None)

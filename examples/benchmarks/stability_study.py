@@ -872,7 +872,7 @@ def _drift_at_max_staleness(steps: Sequence[dict[str, Any]]) -> float:
 
 
 CELL_FIGURES = ("reward_first", "reward_final", "reward_best", "accuracy_final", "entropy_first", "entropy_final",
-                "log_ratio_over_0.5", "clipfrac")
+                "log_ratio_over_0.5", "log_ratio_over_0.5_at_max_staleness", "clipfrac")
 BOOTSTRAP_FIGURES = ("reward_final", "accuracy_final", "log_ratio_over_0.5", "log_ratio_over_0.5_at_max_staleness")
 """Figures whose cell mean also gets a bootstrap interval over seeds."""
 
@@ -933,11 +933,13 @@ def bootstrap_mean_interval(values: Iterable[float], confidence: float = CONFIDE
 
 def paired_difference(method: dict[int, float], baseline: dict[int, float]) -> dict[str, Any]:
     """``method - baseline`` seed by seed over the seeds both have (finite), with its bootstrap interval.
-    ``verdict`` is ``higher``/``lower`` only when the interval excludes 0, else ``no difference``."""
+    ``verdict`` is ``higher``/``lower`` only when the interval excludes 0, ``no difference`` when it holds 0, and
+    ``too few seeds`` below 2 pairs (no interval)."""
     seeds = sorted(seed for seed in method.keys() & baseline.keys()
                    if math.isfinite(method[seed]) and math.isfinite(baseline[seed]))
     mean, low, high = bootstrap_mean_interval(method[seed] - baseline[seed] for seed in seeds)
-    verdict = "higher" if low > 0 else "lower" if high < 0 else "no difference"
+    verdict = ("too few seeds" if math.isnan(low) else "higher" if low > 0 else "lower" if high < 0
+               else "no difference")
     return {"seeds": seeds, "mean": mean, "low": low, "high": high, "verdict": verdict}
 
 
@@ -983,6 +985,26 @@ def comparisons(runs: Sequence[dict[str, Any]], baseline: str = BASELINE) -> lis
     return out
 
 
+def initial_accuracy(results: Sequence[RunResult]) -> dict[str, Any]:
+    """The task mix's accuracy under the initial weights: every step whose rollouts were sampled before any update
+    reached the sampler (step 0 of every run; steps 0-2 of a stale_8 run). Such a step is the same in every run of
+    its seed (same prompts, weights and sampling seed), so it is counted once per (seed, step); the interval is over
+    seeds."""
+    by_seed: dict[int, dict[int, float]] = {}
+    for result in results:
+        config = result.record.get("demo_config", {})
+        updates = config.get("prompts_per_step", 1) // config.get("ppo_mini_batch_size", 1) * config.get(
+            "ppo_epochs", 1)
+        for row in result.steps:
+            staleness = row.get("rollout/staleness_updates", 0.0 if row["step"] == 0 else None)
+            if staleness is not None and staleness == row["step"] * updates and row.get("reward/accuracy") is not None:
+                by_seed.setdefault(result.record["seed"], {})[row["step"]] = float(row["reward/accuracy"])
+    per_seed = {seed: statistics.fmean(steps.values()) for seed, steps in sorted(by_seed.items())}
+    mean, low, high = bootstrap_mean_interval(per_seed.values())
+    steps = sum(len(steps) for steps in by_seed.values())
+    return {"per_seed": per_seed, "steps": steps, "mean": mean, "low": low, "high": high}
+
+
 def study_statistics(results: Sequence[RunResult]) -> dict[str, Any]:
     """Per-run and per-cell figures of every finished run (cells in arm order, on-policy first)."""
     runs = [run_statistics(result) for result in results]
@@ -994,6 +1016,7 @@ def study_statistics(results: Sequence[RunResult]) -> dict[str, Any]:
         "runs": runs,
         "cells": cells,
         "comparisons": comparisons(runs),
+        "initial_accuracy": initial_accuracy(results),
         "wall_s": sum(result.timing.get("wall_s", 0.0) for result in results),
         "cpu_s": sum(result.timing.get("cpu_s", 0.0) for result in results),
     }
@@ -1040,7 +1063,7 @@ COMPARISON_HEADER = (
     f"final accuracy (95% CI) | Δ final accuracy vs {BASELINE} (95% CI) | Δ grad-norm max/median vs {BASELINE} "
     f"(95% CI) | update wall time / {BASELINE} (95% CI) | update CPU time / {BASELINE} (95% CI) |"
 )
-VERDICTS = {"higher": "better", "lower": "worse", "no difference": "no different"}
+VERDICTS = {"higher": "better", "lower": "worse", "no difference": "no different", "too few seeds": "too few seeds"}
 """For reward and accuracy, higher is better."""
 
 
@@ -1052,6 +1075,22 @@ def _interval(entry: dict[str, Any], digits: int = 3, signed: bool = False) -> s
     if math.isnan(entry["low"]):
         return mean
     return f"{mean} [{entry['low']:{sign}.{digits}f}, {entry['high']:{sign}.{digits}f}]"
+
+
+def _percent(mean: float, interval: tuple[float, float]) -> str:
+    if math.isnan(mean):
+        return "–"
+    low, high = interval
+    return f"{100 * mean:.2f}%" if math.isnan(low) else f"{100 * mean:.2f}% [{100 * low:.2f}, {100 * high:.2f}]"
+
+
+def drift_row(cell: dict[str, Any]) -> str:
+    stalest = "log_ratio_over_0.5_at_max_staleness"
+    return (
+        f"| {cell['regime']} | {cell['arm']} | {len(cell['seeds'])} | "
+        f"{_percent(cell['log_ratio_over_0.5'][0], cell['log_ratio_over_0.5_ci'])} | "
+        f"{_percent(cell[stalest][0], cell[f'{stalest}_ci'])} | {_number(cell['log_ratio_abs_max'])} |"
+    )
 
 
 def comparison_row(row: dict[str, Any]) -> str:
@@ -1083,6 +1122,16 @@ def markdown_tables(stats: dict[str, Any]) -> str:
     separator = "|" + "---|" * TABLE_HEADER.count(" | ") + "---|"
     lines = ["**Methods** (± is the sample standard deviation over seeds)", "", TABLE_HEADER, separator,
              *map(table_row, main)]
+    start = stats.get("initial_accuracy")
+    if start and start["steps"]:
+        lines += ["", f"**Starting accuracy** of the task mix (initial weights; {start['steps']} distinct steps over "
+                      f"{len(start['per_seed'])} seeds, 95% interval over seeds): {_interval(start)}"]
+    drift = [cell for cell in main if not math.isnan(cell["log_ratio_over_0.5"][0])]
+    if drift:
+        lines += ["", "**Drift** (tokens with \\|log r\\| > 0.5 over every update of the run, and over the steps "
+                      "sampled with the stalest weights; mean [95% interval] over seeds)", "",
+                  "| regime | method | seeds | all steps | stalest steps | max \\|log r\\| |",
+                  "|---|---|---|---|---|---|", *map(drift_row, drift)]
     if stats.get("comparisons"):
         lines += ["", f"**Against {BASELINE}, seed by seed** (paired over the same seeds; 95% percentile-bootstrap "
                       "intervals over seeds; better / worse only where the interval excludes 0)", "",

@@ -323,3 +323,33 @@ def test_report_only_is_byte_identical_when_run_twice(study, tmp_path):
     first = {name: (tmp_path / name).read_bytes() for name in names}
     assert study.main(argv) == 0
     assert {name: (tmp_path / name).read_bytes() for name in names} == first
+
+
+def test_one_pair_gives_no_interval_and_no_verdict(study):
+    paired = study.paired_difference({0: 0.6, 1: 0.9}, {0: 0.5})
+    assert paired["seeds"] == [0] and paired["mean"] == pytest.approx(0.1)
+    assert math.isnan(paired["low"]) and paired["verdict"] == "too few seeds"
+
+
+def test_starting_accuracy_counts_each_seeds_initial_weight_steps_once(study):
+    config = {"prompts_per_step": 4, "ppo_mini_batch_size": 1, "ppo_epochs": 1}
+
+    def run(arm, regime, seed, accuracy, staleness):
+        steps = make_steps([2 * a for a in accuracy], [[1.0]] * len(accuracy))
+        for row, lag in zip(steps, staleness):
+            row["rollout/staleness_updates"] = lag
+        result = make_result(study, arm, regime, seed, steps)
+        result.record["demo_config"] = config
+        return result
+
+    results = [
+        # stale: steps 0-2 sampled from the initial weights (lag = every update so far), step 3 not
+        run("mhpo", "stale_8", 0, [0.1, 0.2, 0.3, 0.9], [0, 4, 8, 8]),
+        run("grpo", "stale_8", 0, [0.1, 0.2, 0.3, 0.7], [0, 4, 8, 8]),  # the same three steps: counted once
+        run("grpo", "off_policy", 0, [0.1, 0.8, 0.8, 0.8], [0, 0, 0, 0]),  # only its step 0, the same again
+        run("grpo", "off_policy", 1, [0.5, 0.9, 0.9, 0.9], [0, 0, 0, 0]),
+    ]
+    start = study.initial_accuracy(results)
+    assert start["steps"] == 4
+    assert start["per_seed"] == pytest.approx({0: 0.2, 1: 0.5})
+    assert start["mean"] == pytest.approx(0.35)

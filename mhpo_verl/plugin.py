@@ -38,7 +38,6 @@ from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, POLICY_LOSS_REGI
 
 from mhpo_verl import ESTIMATOR_NAME, LOSS_NAME
 from mhpo_verl.advantage import group_relative_advantages, outcome_scores, sessions_of_outputs
-from mhpo_verl.config import check_mhpo_run
 from mhpo_verl.diagnostics import mhpo_metrics
 from mhpo_verl.objective import mhpo_loss_matrix
 from mhpo_verl.params import MHPOParams
@@ -233,6 +232,10 @@ def _with_mhpo_sessions(verl_function: Callable[..., Any]) -> Callable[..., Any]
 def _with_mhpo_checks(verl_function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(verl_function)
     def validate_config(*args: Any, **kwargs: Any) -> Any:
+        # Imported here: mhpo_verl.config imports verl, and `import verl` imports this module (the plugin entry
+        # point); a top-level import fails, silently for verl, whenever mhpo_verl.config is imported first.
+        from mhpo_verl.config import check_mhpo_run
+
         config = kwargs["config"] if "config" in kwargs else args[0]
         check_mhpo_run(config)
         return verl_function(*args, **kwargs)

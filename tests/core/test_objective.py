@@ -179,15 +179,8 @@ def test_padding_never_reaches_values_or_gradients(implementation, ratio_level, 
     torch.testing.assert_close(grad, reference_grad)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-def test_extreme_log_probs_stay_finite(implementation):
-    new = np.array([[-1e4, 0.0, -50.0, 1e4], [-1e-30, -700.0, 0.0, -3.0]])
-    old = np.array([[0.0, -1e4, -1e-8, -1e4], [-700.0, -1e-30, -88.0, -3.0]])
-    advantages = np.array([[5.0] * 4, [-5.0] * 4])
-    mask = np.ones_like(new, dtype=bool)
-    for dtype in (torch.float32, torch.bfloat16, torch.float64):
-        terms, grad = run(implementation, new, old, advantages, mask, MHPOParams(), dtype=dtype)
-        assert torch.isfinite(terms.loss).all() and torch.isfinite(grad).all(), dtype
+# Extreme log-probabilities and bfloat16 inputs are checked against this reference at stated tolerances in
+# tests/core/test_mutation_gaps.py (test_extreme_log_probs_match_the_float64_reference, test_bfloat16_...).
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)

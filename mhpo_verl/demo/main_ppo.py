@@ -39,17 +39,16 @@ def write_dataset(out_dir: Path, config: DemoConfig, train_rows: int, val_rows: 
     return paths
 
 
-def main_ppo_overrides(
-    config: DemoConfig, model_path: Path, out_dir: Path, train: Path, val: Path, training_slots: int = 1
-) -> list[str]:
-    """verl overrides for a CPU ``main_ppo`` run: the in-process demo's actor settings plus the pieces the full
-    trainer adds (data, the hf rollout, the reward function, Ray and TransferQueue sized for a small machine).
+LAUNCHER_KEYS = ("data.train_files", "data.val_files", "trainer.nnodes", "trainer.n_gpus_per_node")
+"""What a launcher recipe decides (data and cluster layout); :func:`cluster_overrides` leaves these keys to it."""
 
-    ``training_slots`` is the number of training processes (``trainer.nnodes x trainer.n_gpus_per_node``), which
-    the local Ray cluster must offer as logical GPUs (see :func:`training_slots`)."""
-    trainer_overrides = [
-        f"data.train_files={train}",
-        f"data.val_files={val}",
+
+def cpu_run_overrides(config: DemoConfig, model_path: Path, out_dir: Path) -> list[str]:
+    """The CPU pieces of a ``main_ppo`` run, on a local or an existing Ray cluster: the in-process demo's actor
+    settings plus what the full trainer adds (the hf rollout, the reward function, the schedule, TransferQueue
+    sized for a small machine). No data files, no Ray sizing and no user overrides."""
+    return [
+        *cpu_actor_overrides(config, model_path),
         "data.max_prompt_length=256",
         f"data.max_response_length={config.max_new_tokens}",
         "data.dataloader_num_workers=0",
@@ -71,14 +70,38 @@ def main_ppo_overrides(
         "trainer.project_name=mhpo_verl_cpu",
         f"trainer.experiment_name={config.loss_mode}",
         f"trainer.default_local_dir={out_dir / 'checkpoints'}",
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+    ]
+
+
+def main_ppo_overrides(
+    config: DemoConfig, model_path: Path, out_dir: Path, train: Path, val: Path, training_slots: int = 1
+) -> list[str]:
+    """verl overrides for a CPU ``main_ppo`` run on a Ray cluster of its own (started by verl's ``ray.init``):
+    :func:`cpu_run_overrides`, the data files, Ray's size, then the user's overrides (which win).
+
+    ``training_slots`` is the number of training processes (``trainer.nnodes x trainer.n_gpus_per_node``), which
+    the local Ray cluster must offer as logical GPUs (see :func:`training_slots`)."""
+    local_ray = [
         # Ray's logical CPUs are scheduling tokens (verl's actors ask for one each); a Ray "GPU" is the CPU
         # platform's slot for one training process (see PlatformCPU.ray_resource_name).
         "+ray_kwargs.ray_init.num_cpus=16",
         f"+ray_kwargs.ray_init.num_gpus={training_slots}",
         "+ray_kwargs.ray_init.include_dashboard=False",
-        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
     ]
-    return [*cpu_actor_overrides(config, model_path), *trainer_overrides, *config.overrides]
+    data = [f"data.train_files={train}", f"data.val_files={val}"]
+    return [*cpu_run_overrides(config, model_path, out_dir), *data, *local_ray, *config.overrides]
+
+
+def cluster_overrides(config: DemoConfig, model_path: Path, out_dir: Path) -> list[str]:
+    """Extra overrides that turn a launcher recipe (``python -m mhpo_verl train ... --submit``) into a CPU run on a
+    Ray cluster that is already up, with ``VERL_PLATFORM=cpu`` on its nodes: :func:`cpu_run_overrides` without
+    :data:`LAUNCHER_KEYS` (the recipe's data and layout stand), then the user's overrides.
+
+    There is no Ray sizing: a driver that joins a running cluster may not size it, each node offers its own
+    ``--num-gpus`` training slots."""
+    own = [o for o in cpu_run_overrides(config, model_path, out_dir) if o.split("=", 1)[0] not in LAUNCHER_KEYS]
+    return [*own, *config.overrides]
 
 
 def compose_main_ppo(loss_mode: str, overrides: list[str]) -> Any:
@@ -136,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     train, val = write_dataset(args.out / "data", config, train_rows=config.steps * config.prompts_per_step, val_rows=8)
     # The user's overrides may change the number of training processes; the local Ray cluster must offer as many
     # slots, so the overrides are composed once to read it.
-    slots = training_slots(compose_main_ppo(config.loss_mode, main_ppo_overrides(config, model_path, args.out, train, val)))
+    single_slot = main_ppo_overrides(config, model_path, args.out, train, val)
+    slots = training_slots(compose_main_ppo(config.loss_mode, single_slot))
     overrides = main_ppo_overrides(config, model_path, args.out, train, val, training_slots=slots)
     project_config = "--config-path=pkg://mhpo_verl.configs --config-name=mhpo_trainer "
     source = project_config if config.loss_mode == LOSS_NAME else ""

@@ -1209,7 +1209,9 @@ def plot_study(results: Sequence[RunResult], path: Path) -> Path:
         ("stale 8", "stale_8", False),
         ("off-policy, MHPO ablation", "off_policy", True),
     ]
-    rows = [row for row in rows if any(_in_row(result, row) for result in results)]
+    # the ablation row only when an ablation arm ran (else it would repeat MHPO's off-policy curves)
+    rows = [row for row in rows if any(_in_row(result, row) and (not row[2] or _is_ablation(result.record["arm"]))
+                                       for result in results)]
     height = max(1, len(rows))
     figure, axes = plt.subplots(height, len(PANELS), figsize=(4.6 * len(PANELS), 3.6 * height), squeeze=False)
     palette = [*plt.get_cmap("tab10").colors, (0.0, 0.0, 0.0)]

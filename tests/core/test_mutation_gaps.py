@@ -249,3 +249,20 @@ def test_the_default_aggregation_is_the_papers_sequence_mean_of_token_means():
     assert default.item() == pytest.approx(per_response.mean(), rel=1e-10)
     token_mean, _ = loss_fn(**tensors, loss_agg_mode="token-mean", config={"policy_loss": {}})
     assert token_mean.item() != pytest.approx(default.item(), rel=1e-3)  # the batch tells the two modes apart
+
+
+def test_zero_advantage_fraction_counts_only_responses_with_tokens():
+    """A response with no token in the mask trains nothing either way; it is neither counted nor in the total."""
+    old = torch.full((4, 5), -1.0, dtype=torch.float64)
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    mask[1] = False  # an empty response
+    advantages = torch.tensor([[0.5], [0.0], [0.0], [-1.0]], dtype=torch.float64).expand(4, 5)
+    _, metrics = get_policy_loss_fn("mhpo")(
+        old_log_prob=old,
+        log_prob=old + 0.1,
+        advantages=advantages,
+        response_mask=mask,
+        loss_agg_mode="token-mean",
+        config={"policy_loss": {}},
+    )
+    assert metrics["actor/mhpo/zero_adv_frac"] == pytest.approx(1 / 3)  # row 2 of rows 0, 2, 3

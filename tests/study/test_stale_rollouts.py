@@ -81,9 +81,12 @@ def test_bypass_settings_reach_the_stale_regime_and_no_other(study):
     assert (fresh.rollout_staleness, fresh.old_log_probs_from_sampler) == (0, False)
     # the stale regime differs from the off-policy one in the weight push and the old log-probs only
     assert dataclasses.replace(stale, rollout_staleness=0, old_log_probs_from_sampler=False) == fresh
-    # k = 8 is two steps of updates: most of a run samples from weights 8 updates old
-    assert stale.rollout_staleness == 2 * stale.updates_per_step
-    assert settings.steps * stale.updates_per_step >= 3 * stale.rollout_staleness
+    # k = 8 is two steps of updates: the last two steps learn from rollouts 8 updates old, and the last step's
+    # rollouts come from trained weights (the sampler holds the initial ones until then)
+    updates = stale.updates_per_step
+    assert stale.rollout_staleness == 2 * updates
+    assert settings.steps * updates - stale.rollout_staleness >= 2 * updates
+    assert (settings.steps - 1) * updates > stale.rollout_staleness
 
 
 @pytest.mark.slow

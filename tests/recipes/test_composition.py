@@ -37,7 +37,7 @@ def test_recipe_composes_converts_and_validates(model, engine, algorithm, data_d
     loss_mode, estimator, aggregation, kl = EXPECTED[algorithm]
     assert (actor.policy_loss.loss_mode, config.algorithm.adv_estimator) == (loss_mode, estimator)
     assert (actor.loss_agg_mode, actor.use_kl_loss) == (aggregation, kl)
-    assert actor.strategy == ("megatron" if engine == "megatron" else "fsdp")
+    assert actor.strategy == ("megatron" if engine == "megatron" else recipe.model.fsdp.strategy)
 
     actor_config = omega_conf_to_dataclass(actor)
     assert type(actor_config).__name__ == ("McoreActorConfig" if engine == "megatron" else "FSDPActorConfig")

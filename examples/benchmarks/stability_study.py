@@ -931,15 +931,20 @@ def bootstrap_mean_interval(values: Iterable[float], confidence: float = CONFIDE
     return float(x.mean()), float(low), float(high)
 
 
+VERDICT_MIN_SEEDS = 4
+"""Fewest paired seeds for a verdict: the study's seed floor. A percentile bootstrap over 2 or 3 values has 4 or 27
+resamples and excludes 0 whenever the values share a sign, so it would call a method better or worse from noise."""
+
+
 def paired_difference(method: dict[int, float], baseline: dict[int, float]) -> dict[str, Any]:
     """``method - baseline`` seed by seed over the seeds both have (finite), with its bootstrap interval.
     ``verdict`` is ``higher``/``lower`` only when the interval excludes 0, ``no difference`` when it holds 0, and
-    ``too few seeds`` below 2 pairs (no interval)."""
+    ``too few seeds`` below :data:`VERDICT_MIN_SEEDS` pairs (the interval is still reported from 2 pairs)."""
     seeds = sorted(seed for seed in method.keys() & baseline.keys()
                    if math.isfinite(method[seed]) and math.isfinite(baseline[seed]))
     mean, low, high = bootstrap_mean_interval(method[seed] - baseline[seed] for seed in seeds)
-    verdict = ("too few seeds" if math.isnan(low) else "higher" if low > 0 else "lower" if high < 0
-               else "no difference")
+    verdict = ("too few seeds" if math.isnan(low) or len(seeds) < VERDICT_MIN_SEEDS else "higher" if low > 0
+               else "lower" if high < 0 else "no difference")
     return {"seeds": seeds, "mean": mean, "low": low, "high": high, "verdict": verdict}
 
 

@@ -331,6 +331,15 @@ def test_one_pair_gives_no_interval_and_no_verdict(study):
     assert math.isnan(paired["low"]) and paired["verdict"] == "too few seeds"
 
 
+def test_fewer_than_four_pairs_give_an_interval_but_no_verdict(study):
+    # two pairs that share a sign: their 4-resample interval excludes 0, yet 2 seeds cannot call a method worse
+    paired = study.paired_difference({0: 0.44, 1: 0.5}, {0: 0.5, 1: 0.502})
+    assert paired["high"] < 0
+    assert paired["verdict"] == "too few seeds"
+    four = study.paired_difference({0: 0.44, 1: 0.5, 2: 0.4, 3: 0.45}, {0: 0.5, 1: 0.502, 2: 0.5, 3: 0.5})
+    assert four["verdict"] == "lower"
+
+
 def test_starting_accuracy_counts_each_seeds_initial_weight_steps_once(study):
     config = {"prompts_per_step": 4, "ppo_mini_batch_size": 1, "ppo_epochs": 1}
 

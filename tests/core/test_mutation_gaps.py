@@ -266,3 +266,12 @@ def test_zero_advantage_fraction_counts_only_responses_with_tokens():
         config={"policy_loss": {}},
     )
     assert metrics["actor/mhpo/zero_adv_frac"] == pytest.approx(1 / 3)  # row 2 of rows 0, 2, 3
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_group_relative_advantages_refuses_a_non_finite_score_and_names_it(bad):
+    # The public function checks its own input: a NaN score would otherwise spread through its group's mean and std
+    # (outcome_scores' row check protects only the verl path).
+    scores = torch.tensor([0.5, bad, 1.0, 0.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"\[1\]"):
+        group_relative_advantages(scores, ["a", "a", "b", "b"])

@@ -96,11 +96,11 @@ def group_relative_advantages(
         variances = group_sum(centred * centred) / (counts - 1).clamp(min=1)
         advantages = centred / (variances.sqrt()[codes] + epsilon)
     # Test equality, not variance: a float mean of equal rewards can be off by an ulp, and ulp/epsilon is not 0.
-    has_baseline = counts[codes] > 1
+    # A singleton group never varies, so this also gives it A = 0 (it has no baseline).
     group_max = torch.full_like(means, -torch.inf).scatter_reduce(0, codes, values, "amax")
     group_min = torch.full_like(means, torch.inf).scatter_reduce(0, codes, values, "amin")
     varies = (group_max > group_min)[codes]
-    advantages = torch.where(has_baseline & varies, advantages, 0.0)
+    advantages = torch.where(varies, advantages, 0.0)
     return advantages.to(scores.dtype)
 
 

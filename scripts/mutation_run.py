@@ -268,15 +268,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     M("advantage", "not centred", "centred = values - means[codes]", "centred = values"),
     M(
         "advantage",
-        "singleton groups keep their reward",
-        "has_baseline = counts[codes] > 1",
-        "has_baseline = counts[codes] > 0",
-    ),
-    M(
-        "advantage",
         "all-rewards-equal shortcut removed",
-        "torch.where(has_baseline & varies, advantages, 0.0)",
-        "torch.where(has_baseline, advantages, 0.0)",
+        "torch.where(varies, advantages, 0.0)",
+        "torch.where(counts[codes] > 1, advantages, 0.0)",  # singletons still 0: only the equal-rewards test is gone
         fast=True,
     ),
     M("advantage", "std normalisation always on", "    if normalize_by_std:\n", "    if True:\n"),

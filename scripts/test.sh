@@ -8,7 +8,10 @@ venv=${VENV:-.venv}
 py="$venv/bin/python"
 
 "$py" -m ruff check .
-"$py" -m pytest -q "$@"
+# Two workers: most of the suite waits on single-threaded interpreter start-ups (verl's import, Ray), so a 2-core
+# runner finishes in about two thirds of the serial time. Tests that start Ray share one worker (tests/conftest.py).
+# Passive OpenMP threads: two torch processes on two cores must not spin against each other.
+OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} "$py" -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadgroup "$@"
 
 # verl's own CPU policy-loss / estimator tests must still pass with the plugin installed. They run in a separate
 # process from a neutral folder: verl's wheel ships a top-level `tests` package (ours would shadow it), and one of

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mhpo_verl.demo.loop import CPURLTrainer, DemoConfig
+from tests.demo.helpers import run_python
 
 
 def test_staleness_must_be_a_whole_number_of_steps_of_updates():
@@ -92,23 +93,38 @@ def test_bypass_settings_reach_the_stale_regime_and_no_other(study):
 @pytest.mark.slow
 def test_sampler_log_probs_are_the_engines_log_probs_of_the_same_weights(tiny_model_dir):
     """In fp32 with the same weights, the sampler's log-probs of its sampled tokens equal verl's recomputation
-    (what bypass mode relies on), and entropies agree too."""
-    config = DemoConfig(steps=1, prompts_per_step=2, samples_per_prompt=2, ppo_mini_batch_size=2, micro_batch_size=4,
-                        max_new_tokens=6, train_dtype="fp32", rollout_dtype="fp32", model_path=str(tiny_model_dir),
-                        old_log_probs_from_sampler=True)
-    trainer = CPURLTrainer(config, score_fn=lambda texts, answers: [])
-    _, rollouts = trainer.generate(0)
-    assert all(len(r.log_probs) == len(r.response_ids) == len(r.entropies) for r in rollouts)
-    from mhpo_verl.demo.loop import build_batch
+    (what bypass mode relies on), and entropies agree too. The trainer enables verl's CPU platform, a process-wide
+    change, so it runs in a fresh interpreter (tests/demo/helpers.py)."""
+    report = run_python(
+        """
+import json, os, torch
+from mhpo_verl.demo.loop import CPURLTrainer, DemoConfig, build_batch
 
-    batch = build_batch(rollouts, [0.0] * len(rollouts), uids=[str(r.prompt_index) for r in rollouts])
-    entropy = trainer.compute_old_log_prob(batch)
-    recomputed = torch.cat(list(batch["old_log_probs"].unbind()))
-    sampler_entropy = trainer.use_sampler_log_probs(batch, rollouts)
-    from_sampler = torch.cat(list(batch["old_log_probs"].unbind()))
-    assert len(from_sampler) == sum(len(r.response_ids) for r in rollouts)
-    assert torch.allclose(from_sampler, recomputed, atol=1e-4), (from_sampler - recomputed).abs().max()
-    assert sampler_entropy == pytest.approx(entropy, abs=1e-4)
+config = DemoConfig(steps=1, prompts_per_step=2, samples_per_prompt=2, ppo_mini_batch_size=2, micro_batch_size=4,
+                    max_new_tokens=6, train_dtype="fp32", rollout_dtype="fp32", model_path=os.environ["TINY_MODEL"],
+                    old_log_probs_from_sampler=True)
+trainer = CPURLTrainer(config, score_fn=lambda texts, answers: [])
+_, rollouts = trainer.generate(0)
+batch = build_batch(rollouts, [0.0] * len(rollouts), uids=[str(r.prompt_index) for r in rollouts])
+entropy = trainer.compute_old_log_prob(batch)
+recomputed = torch.cat(list(batch["old_log_probs"].unbind()))
+sampler_entropy = trainer.use_sampler_log_probs(batch, rollouts)
+from_sampler = torch.cat(list(batch["old_log_probs"].unbind()))
+print(json.dumps({
+    "lengths_agree": all(len(r.log_probs) == len(r.response_ids) == len(r.entropies) for r in rollouts),
+    "tokens": len(from_sampler),
+    "response_tokens": sum(len(r.response_ids) for r in rollouts),
+    "max_log_prob_gap": float((from_sampler - recomputed).abs().max()),
+    "entropy": float(entropy),
+    "sampler_entropy": float(sampler_entropy),
+}))
+""",
+        env={"TINY_MODEL": str(tiny_model_dir)},
+    )
+    assert report["lengths_agree"]
+    assert report["tokens"] == report["response_tokens"] > 0
+    assert report["max_log_prob_gap"] < 1e-4, report
+    assert report["sampler_entropy"] == pytest.approx(report["entropy"], abs=1e-4)
 
 
 @pytest.mark.slow

@@ -8,15 +8,25 @@ from pathlib import Path
 
 
 def child_pids(pid: int | None = None) -> set[int]:
-    """Live (non-zombie) direct children of ``pid`` (this process by default), from /proc."""
+    """Live (non-zombie) direct children of ``pid`` (this process by default).
+
+    Read from every process's own parent field in ``/proc/<child>/stat``, not from ``/proc/<pid>/task/*/children``:
+    the kernel documents that list as reliable only for stopped children, and it missed a live worker whose
+    spawning thread had just exited (its child was being re-parented to another thread of the process).
+    """
     pid = os.getpid() if pid is None else pid
     children: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            text = (task / "children").read_text()
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
-        children.update(int(token) for token in text.split())
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after its last ")".
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            children.add(int(entry.name))
     return {child for child in children if is_alive(child)}
 
 

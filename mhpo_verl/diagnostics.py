@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from mhpo_verl.objective import MHPOTerms, gradient_multiplier
+from mhpo_verl.objective import MHPOTerms
 from mhpo_verl.params import MHPOParams
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -67,15 +67,19 @@ def mhpo_metrics(
     u, psi = terms.log_ratio, terms.psi
     n_tokens = torch.count_nonzero(mask).clamp(min=1)
     survival = terms.zeta.neg().exp_().masked_fill_(padding, 0.0)  # exp(-zeta)
-    multiplier = gradient_multiplier(u, params.c).masked_fill_(padding, 0.0)
+    # M(r) of objective.gradient_multiplier, from the psi the loss already holds (tanh(u / c) = psi / c) and in
+    # place: on CPU each fresh full-size temporary costs more than the arithmetic done in it.
+    multiplier = psi.exp().mul_((psi / params.c).square_().neg_().add_(1.0)).masked_fill_(padding, 0.0)
+    abs_u = u.abs()
     # Split survival by the sign of u with arithmetic on sign(u) in {-1, 0, 1}: sums over the positive and the
     # negative tokens are (sum |sign| s +- sum sign s) / 2. (Boolean selects on a random sign pattern cost several
     # times more on CPU.) Padding has u = 0 and falls in neither side.
     sign = torch.sign(u)
-    shifted = sign.abs()
-    n_shifted, n_sign = shifted.sum(), sign.sum()
-    survival_shifted = torch.dot(survival.flatten(), shifted.flatten())
+    n_sign = sign.sum()
     survival_sign = torch.dot(survival.flatten(), sign.flatten())
+    shifted = sign.abs_()  # |sign(u)|, in sign's buffer: sign is not read after this
+    n_shifted = shifted.sum()
+    survival_shifted = torch.dot(survival.flatten(), shifted.flatten())
     fallback = on_policy_survival(params)  # a Python float: torch.where takes it without a host-to-device copy
 
     def side_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -95,8 +99,8 @@ def mhpo_metrics(
             multiplier.sum() / n_tokens,
             torch.count_nonzero(multiplier > 1.0) / n_tokens,
             torch.dot(survival.flatten(), multiplier.flatten()) / n_tokens,
-            u.abs().sum() / n_tokens,
-            torch.count_nonzero(u.abs() >= params.log_ratio_clamp) / n_tokens,
+            abs_u.sum() / n_tokens,
+            torch.count_nonzero(abs_u >= params.log_ratio_clamp) / n_tokens,
             torch.count_nonzero(zero_advantage) / torch.count_nonzero(trained).clamp(min=1),
         ]
     ).to(torch.float64)

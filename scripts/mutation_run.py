@@ -535,8 +535,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     M(
         "diagnostics",
         "multiplier counts padding",
-        "multiplier = gradient_multiplier(u, params.c).masked_fill_(padding, 0.0)",
-        "multiplier = gradient_multiplier(u, params.c)",
+        ".add_(1.0)).masked_fill_(padding, 0.0)\n",
+        ".add_(1.0))\n",
     ),
     M(
         "diagnostics",
@@ -550,12 +550,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         "side_mean((survival_shifted + survival_sign) / 2, (n_shifted + n_sign) / 2),",
         "side_mean(survival_shifted, n_shifted),",
     ),
-    M("diagnostics", "|u| mean of u", "            u.abs().sum() / n_tokens,\n", "            u.sum() / n_tokens,\n"),
+    M("diagnostics", "|u| mean of u", "            abs_u.sum() / n_tokens,\n", "            u.sum() / n_tokens,\n"),
     M(
         "diagnostics",
         "tokens at the clamp not counted",
-        "u.abs() >= params.log_ratio_clamp",
-        "u.abs() > params.log_ratio_clamp",
+        "abs_u >= params.log_ratio_clamp",
+        "abs_u > params.log_ratio_clamp",
     ),
     M(
         "diagnostics",
